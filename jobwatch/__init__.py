@@ -1,0 +1,86 @@
+"""Wait on Cloud Foundry V3 jobs from asyncio: typed, concurrent, kind to the API."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._auth import RefreshableTokenProvider, TokenProvider
+from ._bulk import ClientClosed
+from ._client import (
+    DEFAULT_TIMEOUT,
+    Client,
+    ClientStats,
+    OnUpdate,
+    get_job,
+    get_jobs,
+    wait_for_job,
+    wait_for_jobs,
+)
+from ._errors import (
+    ApiError,
+    BadGateway,
+    BadRequest,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    InternalServerError,
+    InvalidJobReference,
+    JobFailed,
+    JobTimeout,
+    JobwatchError,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    TransportError,
+    Unauthorized,
+    UnprocessableEntity,
+)
+from ._models import ErrorDetail, Job, JobState, JobWarning, Link, Outcome
+from ._policy import PollPolicy, RetryPolicy
+
+try:
+    __version__ = version("jobwatch")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ApiError",
+    "BadGateway",
+    "BadRequest",
+    "Client",
+    "ClientClosed",
+    "ClientStats",
+    "ConfigError",
+    "Conflict",
+    "DEFAULT_TIMEOUT",
+    "ErrorDetail",
+    "Forbidden",
+    "InternalServerError",
+    "InvalidJobReference",
+    "Job",
+    "JobFailed",
+    "JobState",
+    "JobTimeout",
+    "JobWarning",
+    "JobwatchError",
+    "Link",
+    "MalformedResponse",
+    "NotFound",
+    "OnUpdate",
+    "Outcome",
+    "PollPolicy",
+    "RateLimited",
+    "RefreshableTokenProvider",
+    "RetryPolicy",
+    "ServiceUnavailable",
+    "TokenProvider",
+    "TransportError",
+    "Unauthorized",
+    "UnprocessableEntity",
+    "__version__",
+    "get_job",
+    "get_jobs",
+    "wait_for_job",
+    "wait_for_jobs",
+]

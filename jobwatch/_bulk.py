@@ -1,0 +1,436 @@
+"""The scheduler: one due-time heap, single flight per guid, a shared in-flight limit.
+
+Every wait of a client, single or bulk, goes through one `Scheduler`. A
+waiting job costs a `JobPoll` and a heap entry, not a task: one dispatcher
+task pops due polls and starts at most `max_in_flight` requests at once,
+in due order, at the pace the API's rate-limit budget allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from ._errors import JobFailed, JobTimeout, JobwatchError
+from ._models import Job, JobState, Outcome
+from ._policy import PollPolicy, RetryPolicy
+from ._poller import JobPoll, RetryRules, Waiter
+from ._transport import Transport
+
+log = logging.getLogger("jobwatch")
+
+INF = float("inf")
+
+
+class ClientClosed(JobwatchError):
+    """The client was closed while a wait was still going on."""
+
+
+class Scheduler:
+    """Runs every poll loop of one client."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        poll: PollPolicy,
+        retry: RetryPolicy,
+        max_in_flight: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._transport = transport
+        self._policy = poll
+        self._rules = RetryRules(retry)
+        self._rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._polls: dict[str, JobPoll] = {}
+        self._heap: list[tuple[float, int, JobPoll]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.retries = 0
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Scheduler waiting={len(self._polls)} due={len(self._heap)} "
+            f"in_flight={self._transport.in_flight}>"
+        )
+
+    @property
+    def waiting(self) -> int:
+        """Jobs with a poll loop running now."""
+        return len(self._polls)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this scheduler runs on (bound at first use)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def join(self, guid: str, url: str, waiter: Waiter, *, fresh: bool = False) -> JobPoll:
+        """Attach a waiter to the guid's poll loop, starting one if needed.
+
+        A new loop polls at once; `fresh` (a status check) also pulls an existing
+        loop's next poll forward to now, unless a request is already on its way.
+        """
+        if self.closed:
+            raise RuntimeError("this jobwatch client is closed")
+        poll = self._polls.get(guid)
+        if poll is None:
+            poll = self._polls[guid] = JobPoll(guid, url)
+            poll.add(waiter)
+            self._push(poll, self.loop.time())
+        else:
+            poll.add(waiter)
+            if fresh and poll.task is None:
+                self._push(poll, self.loop.time())
+        if self._dispatcher is None:
+            self._dispatcher = self.loop.create_task(self._dispatch(), name="jobwatch-dispatcher")
+            self._dispatcher.add_done_callback(self._dispatcher_done)
+        return poll
+
+    def leave(self, poll: JobPoll, waiter: Waiter) -> None:
+        """Detach a waiter; the loop stops when its last waiter leaves."""
+        if poll.remove(waiter) and not poll.closed:
+            self._retire(poll)
+
+    def _retire(self, poll: JobPoll) -> None:
+        poll.closed = True
+        if self._polls.get(poll.guid) is poll:
+            del self._polls[poll.guid]
+        task = poll.task
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+
+    def _push(self, poll: JobPoll, when: float) -> None:
+        poll.seq = seq = next(self._seq)
+        heapq.heappush(self._heap, (when, seq, poll))
+        if self._heap[0][1] == seq:
+            self._wake.set()
+
+    async def _dispatch(self) -> None:
+        slots, loop = self._slots, self.loop
+        while True:
+            await slots.acquire()
+            try:
+                poll = await self._next_due(loop)
+            except BaseException:
+                slots.release()
+                raise
+            poll.task = loop.create_task(self._poll_once(poll))
+
+    async def _next_due(self, loop: asyncio.AbstractEventLoop) -> JobPoll:
+        heap, budget = self._heap, self._transport.budget
+        while True:
+            while heap and (heap[0][2].closed or heap[0][1] != heap[0][2].seq):
+                heapq.heappop(heap)
+            if heap:
+                now = loop.time()
+                at = max(heap[0][0], budget.earliest(now))
+                if at <= now:
+                    return heapq.heappop(heap)[2]
+                timer: asyncio.TimerHandle | None = loop.call_at(at, self._wake.set)
+            else:
+                timer = None
+            self._wake.clear()
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def _poll_once(self, poll: JobPoll) -> None:
+        loop = self.loop
+        try:
+            job, request_id = await self._transport.fetch_job(poll.url)
+        except JobwatchError as exc:
+            self._slots.release()
+            poll.task = None
+            next_at = poll.failed(exc, loop.time(), self._rules)
+            if next_at is not None:
+                self.retries += 1
+        except Exception as exc:  # a bug: hand it to the waiters rather than hang them
+            self._slots.release()
+            poll.task = None
+            log.exception("job %s: unexpected error while polling", poll.guid)
+            poll.finish_all(exc)
+            next_at = None
+        except BaseException:
+            self._slots.release()
+            poll.task = None
+            raise
+        else:
+            self._slots.release()
+            poll.task = None
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "job %s state %s attempt %d [request id %s]",
+                    poll.guid,
+                    job.state,
+                    poll.failures + 1,
+                    request_id,
+                )
+            next_at = poll.succeeded(job, loop.time(), self._policy, self._rng)
+        if next_at is None:
+            if not poll.closed:
+                self._retire(poll)
+        elif not poll.closed:
+            self._push(poll, next_at)
+
+    def _dispatcher_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # never leave waiters hanging on a dead dispatcher
+            for poll in list(self._polls.values()):
+                poll.finish_all(error)
+                self._retire(poll)
+
+    async def close(self) -> None:
+        """Stop everything; waits still going on end with `ClientClosed`."""
+        self.closed = True
+        for poll in list(self._polls.values()):
+            poll.finish_all(ClientClosed("the jobwatch client was closed during the wait"))
+            self._retire(poll)
+        tasks = [t for t in (self._dispatcher,) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Let cancelled fetches unwind so no connection or task is left behind.
+        await asyncio.sleep(0)
+
+
+class _Single:
+    """The waiter of one `wait_for_job`, `get_job` or `watch_job` call."""
+
+    __slots__ = ("deadline", "future", "queue", "until_terminal")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Job],
+        deadline: float,
+        until_terminal: bool,
+        queue: asyncio.Queue[Job | _End] | None = None,
+    ) -> None:
+        self.future = future
+        self.deadline = deadline
+        self.until_terminal = until_terminal
+        self.queue = queue
+
+    def update(self, job: Job) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait(job)
+
+    def finish(self, job: Job | None, error: BaseException | None) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait(_End(job, error))
+        if self.future.done():
+            return
+        if error is None and job is not None and self.until_terminal:
+            if job.state == JobState.FAILED:
+                error = JobFailed(job)
+        if error is not None:
+            self.future.set_exception(error)
+            self.future.exception()  # retrieved: a watch may never await the future
+        elif job is not None:
+            self.future.set_result(job)
+
+
+class _End:
+    """The last item of a watch: the final job, and the error if it did not complete."""
+
+    __slots__ = ("error", "job")
+
+    def __init__(self, job: Job | None, error: BaseException | None) -> None:
+        self.job = job
+        self.error = error
+
+
+async def run_single(
+    scheduler: Scheduler,
+    guid: str,
+    url: str,
+    *,
+    timeout: float | None,
+    until_terminal: bool,
+) -> Job:
+    """Wait (or check once) on one job; the caller's deadline ends it with `JobTimeout`."""
+    loop = scheduler.loop
+    future: asyncio.Future[Job] = loop.create_future()
+    deadline = INF if timeout is None else loop.time() + timeout
+    waiter = _Single(future, deadline, until_terminal)
+    poll = scheduler.join(guid, url, waiter, fresh=not until_terminal)
+    timer = None
+    if timeout is not None:
+        timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
+    try:
+        return await future
+    finally:
+        if timer is not None:
+            timer.cancel()
+        scheduler.leave(poll, waiter)
+
+
+def _expire_single(scheduler: Scheduler, poll: JobPoll, waiter: _Single, timeout: float) -> None:
+    scheduler.leave(poll, waiter)
+    waiter.finish(poll.last, JobTimeout(poll.guid, timeout, poll.last))
+
+
+async def run_watch(
+    scheduler: Scheduler, guid: str, url: str, *, timeout: float | None
+) -> AsyncIterator[Job]:
+    """Yield the job at each observed change; end after the terminal one."""
+    loop = scheduler.loop
+    queue: asyncio.Queue[Job | _End] = asyncio.Queue()
+    deadline = INF if timeout is None else loop.time() + timeout
+    waiter = _Single(loop.create_future(), deadline, True, queue)
+    poll = scheduler.join(guid, url, waiter)
+    timer = None
+    if timeout is not None:
+        timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, _End):
+                if item.error is not None and not isinstance(item.error, JobFailed):
+                    raise item.error
+                return
+            yield item
+    finally:
+        if timer is not None:
+            timer.cancel()
+        scheduler.leave(poll, waiter)
+
+
+class _Member:
+    """One job of a bulk call: a few slots, no task, no future."""
+
+    __slots__ = ("batch", "poll")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.poll: JobPoll | None = None
+
+    @property
+    def deadline(self) -> float:
+        return self.batch.deadline
+
+    @property
+    def until_terminal(self) -> bool:
+        return self.batch.until_terminal
+
+    def update(self, job: Job) -> None:
+        if self.batch.on_update is not None:
+            self.batch.on_update(job)
+
+    def finish(self, job: Job | None, error: BaseException | None) -> None:
+        batch, poll = self.batch, self.poll
+        if poll is None:
+            return
+        self.poll = None
+        if error is None and job is not None and batch.until_terminal:
+            if job.state == JobState.FAILED:
+                error = JobFailed(job)
+        batch.record(Outcome(poll.guid, job, error))  # type: ignore[arg-type]
+
+
+class Batch:
+    """The state of one bulk call: outcomes so far, one deadline, one future."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        refs: dict[str, str],
+        *,
+        until_terminal: bool,
+        timeout: float | None,
+        on_update: Callable[[Job], Any] | None = None,
+        streaming: bool = False,
+    ) -> None:
+        loop = scheduler.loop
+        self.streaming = streaming
+        self.scheduler = scheduler
+        self.until_terminal = until_terminal
+        self.timeout = timeout
+        self.on_update = on_update
+        self.deadline = INF if timeout is None else loop.time() + timeout
+        self.outcomes: dict[str, Outcome | None] = dict.fromkeys(refs)
+        self.pending = len(refs)
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.ready: deque[Outcome] = deque()
+        self._ready_event = asyncio.Event()
+        self._members: list[_Member] = []
+        self._timer = None if timeout is None else loop.call_at(self.deadline, self.expire)
+        for guid, url in refs.items():
+            member = _Member(self)
+            self._members.append(member)
+            member.poll = scheduler.join(guid, url, member, fresh=not until_terminal)
+        if not self.pending and not self.done.done():
+            self.done.set_result(None)
+
+    def record(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.guid] = outcome
+        if self.streaming:
+            self.ready.append(outcome)
+            self._ready_event.set()
+        self.pending -= 1
+        if self.pending == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def expire(self) -> None:
+        """The deadline passed: every job still going ends with `JobTimeout`."""
+        for member in self._members:
+            poll = member.poll
+            if poll is not None:
+                self.scheduler.leave(poll, member)
+                timeout = self.timeout if self.timeout is not None else 0.0
+                member.finish(poll.last, JobTimeout(poll.guid, timeout, poll.last))
+
+    def close(self) -> None:
+        """Leave every poll loop still running for this call (cancelled or done)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for member in self._members:
+            poll, member.poll = member.poll, None
+            if poll is not None:
+                self.scheduler.leave(poll, member)
+        self._members.clear()
+
+    async def results(self) -> dict[str, Outcome]:
+        """Wait for every outcome; keyed by guid in input order."""
+        try:
+            await self.done
+        finally:
+            self.close()
+        return {guid: outcome for guid, outcome in self.outcomes.items() if outcome is not None}
+
+    async def as_completed(self) -> AsyncIterator[Outcome]:
+        """Yield each outcome as its job ends."""
+        try:
+            remaining = len(self.outcomes)
+            while remaining:
+                while not self.ready:
+                    self._ready_event.clear()
+                    await self._ready_event.wait()
+                remaining -= 1
+                yield self.ready.popleft()
+        finally:
+            self.close()
+
+
+def unique(refs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Collapse duplicate guids, keeping the first occurrence's place."""
+    out: dict[str, str] = {}
+    for guid, url in refs:
+        out.setdefault(guid, url)
+    return out

@@ -1,0 +1,349 @@
+"""The public `Client`, and the module-level functions that borrow the cf CLI login."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import random
+from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import attrs
+
+from ._errors import JobFailed
+
+from ._auth import Credentials, Token, read_cf_config
+from ._bulk import Batch, Scheduler, run_single, run_watch, unique
+from ._models import Job, JobState, Outcome
+from ._policy import PollPolicy, RetryPolicy
+from ._refs import ApiBase
+from ._transport import Transport
+
+if TYPE_CHECKING:
+    import aiohttp
+
+log = logging.getLogger("jobwatch")
+_T = TypeVar("_T")
+
+#: Seconds a wait lasts when the caller does not say (None waits for ever).
+DEFAULT_TIMEOUT = 600.0
+
+
+class OnUpdate(Protocol):
+    """Called with the job at each observed change; may be sync or async."""
+
+    def __call__(self, job: Job, /) -> None | Awaitable[None]: ...
+
+
+@attrs.frozen
+class ClientStats:
+    """Counters of one client, cheap enough to be always on."""
+
+    requests: int
+    by_status: dict[int | str, int]
+    retries: int
+    rate_limit_paused_seconds: float
+    waiting: int
+    in_flight: int
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if not timeout > 0 or math.isnan(timeout):
+        raise ValueError(f"timeout must be > 0 seconds (or None), not {timeout!r}")
+    return float(timeout)
+
+
+class Client:
+    """Waits on the jobs of one Cloud Foundry API.
+
+    Args:
+        api_url: the API's base URL, e.g. ``https://api.example.org``.
+        token: the Authorization header value (``"bearer …"``), or a sync or
+            async callable returning it; a provider with a ``refresh()`` method
+            is asked for a new token once when the API answers 401.
+        session: an ``aiohttp.ClientSession`` to use; it is never closed here.
+        max_in_flight: the most requests this client has open at once.
+        poll: when to poll a job that has not ended yet.
+        retry: how a poll recovers from transient failures.
+        request_timeout: seconds one request may take, end to end.
+        verify_ssl: False turns TLS verification off (cf's ``SSLDisabled``).
+        allow_insecure_http: allow plain http to a host that is not loopback.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        token: Token | None = None,
+        session: aiohttp.ClientSession | None = None,
+        max_in_flight: int = 32,
+        poll: PollPolicy = PollPolicy(),  # noqa: B008 - frozen, so sharing is safe
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008
+        request_timeout: float = 30.0,
+        verify_ssl: bool = True,
+        allow_insecure_http: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise TypeError(f"max_in_flight must be an integer, not {max_in_flight!r}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
+        if not isinstance(poll, PollPolicy) or not isinstance(retry, RetryPolicy):
+            raise TypeError("poll must be a PollPolicy and retry a RetryPolicy")
+        self._api = ApiBase.parse(api_url, allow_insecure_http=allow_insecure_http)
+        if not verify_ssl:
+            log.warning("TLS verification is off for %s (SSLDisabled)", self._api.url)
+        self._transport = Transport(
+            Credentials(token),
+            session=session,
+            max_connections=max_in_flight,
+            request_timeout=_check_timeout(request_timeout) or 30.0,
+            verify_ssl=verify_ssl,
+        )
+        self._scheduler = Scheduler(
+            self._transport, poll=poll, retry=retry, max_in_flight=max_in_flight, rng=rng
+        )
+        self.max_in_flight = max_in_flight
+        self.poll_policy = poll
+        self.retry_policy = retry
+        self._closed = False
+
+    @classmethod
+    def from_cf_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Client:
+        """Build a client from the cf CLI login (`$CF_HOME/.cf/config.json`).
+
+        Raises:
+            ConfigError: no login, or one without a target or token.
+        """
+        config = read_cf_config(path)
+        kwargs.setdefault("token", config.access_token)
+        if config.ssl_disabled:
+            kwargs.setdefault("verify_ssl", False)
+        return cls(config.target, **kwargs)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<jobwatch.Client {self._api.url} {state} waiting={self._scheduler.waiting} "
+            f"in_flight={self._transport.in_flight}/{self.max_in_flight}>"
+        )
+
+    @property
+    def api_url(self) -> str:
+        """The API base URL this client talks to."""
+        return self._api.url
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of this client's counters."""
+        statuses = self._transport.statuses
+        return ClientStats(
+            requests=sum(statuses.values()),
+            by_status=dict(statuses),
+            retries=self._scheduler.retries,
+            rate_limit_paused_seconds=self._transport.budget.paused_seconds,
+            waiting=self._scheduler.waiting,
+            in_flight=self._transport.in_flight,
+        )
+
+    async def __aenter__(self) -> Client:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every wait and close the session if this client made it."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._scheduler.close()
+        await self._transport.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this jobwatch client is closed; make a new one")
+
+    def _resolve(self, job: str) -> tuple[str, str]:
+        self._check_open()
+        return self._api.resolve(job)
+
+    def _resolve_all(self, jobs: Iterable[str]) -> dict[str, str]:
+        if isinstance(jobs, str):
+            raise TypeError("jobs must be an iterable of guids or URLs, not one string")
+        return unique(self._resolve(job) for job in jobs)
+
+    async def get_job(self, job: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> Job:
+        """Fetch a job once (transient failures retried).
+
+        Raises:
+            InvalidJobReference: before any request, for a bad guid or foreign URL.
+            ApiError, TransportError, MalformedResponse: the fetch failed.
+            JobTimeout: no answer within `timeout`.
+        """
+        guid, url = self._resolve(job)
+        timeout = _check_timeout(timeout)
+        return await run_single(self._scheduler, guid, url, timeout=timeout, until_terminal=False)
+
+    async def wait_for_job(
+        self,
+        job: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_update: OnUpdate | None = None,
+    ) -> Job:
+        """Wait until the job ends and return it COMPLETE.
+
+        Args:
+            job: a guid or a job URL (e.g. the `Location` of a 202).
+            timeout: seconds to wait; None waits for ever.
+            on_update: called (sync or async) with the job at each observed change.
+
+        Raises:
+            JobFailed: the job ended FAILED.
+            JobTimeout: the deadline passed; carries the last job seen.
+            InvalidJobReference, ApiError, TransportError, MalformedResponse.
+        """
+        guid, url = self._resolve(job)
+        timeout = _check_timeout(timeout)
+        if on_update is None:
+            return await run_single(
+                self._scheduler, guid, url, timeout=timeout, until_terminal=True
+            )
+        last: Job | None = None
+        async with aclosing(run_watch(self._scheduler, guid, url, timeout=timeout)) as jobs:
+            async for last in jobs:
+                result = on_update(last)
+                if inspect.isawaitable(result):
+                    await result
+        assert last is not None and last.is_terminal
+        if last.state != JobState.COMPLETE:
+            raise JobFailed(last)
+        return last
+
+    def watch_job(
+        self, job: str, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> AsyncIterator[Job]:
+        """Yield the job each time its state (or `updated_at`) changes.
+
+        Ends after the terminal job, which is yielded, FAILED included. Bad
+        references are refused here, before any request.
+        """
+        guid, url = self._resolve(job)
+        timeout = _check_timeout(timeout)
+        return run_watch(self._scheduler, guid, url, timeout=timeout)
+
+    async def get_jobs(
+        self, jobs: Iterable[str], *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> dict[str, Outcome]:
+        """Check many jobs once, concurrently; keyed by guid in input order."""
+        refs = self._resolve_all(jobs)
+        timeout = _check_timeout(timeout)
+        batch = Batch(self._scheduler, refs, until_terminal=False, timeout=timeout)
+        return await batch.results()
+
+    async def wait_for_jobs(
+        self,
+        jobs: Iterable[str],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_update: Callable[[Job], object] | None = None,
+    ) -> dict[str, Outcome]:
+        """Wait until every job ends; one job's error never stops the others.
+
+        Returns:
+            An `Outcome` per unique guid, in input order. FAILED jobs carry
+            `JobFailed`, late ones `JobTimeout`, others the error they met.
+        """
+        refs = self._resolve_all(jobs)
+        timeout = _check_timeout(timeout)
+        batch = Batch(
+            self._scheduler, refs, until_terminal=True, timeout=timeout, on_update=on_update
+        )
+        return await batch.results()
+
+    def as_completed(
+        self,
+        jobs: Iterable[str],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_update: Callable[[Job], object] | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Yield each job's `Outcome` as it ends (close the iterator to stop early)."""
+        refs = self._resolve_all(jobs)
+        timeout = _check_timeout(timeout)
+        return _stream(self._scheduler, refs, timeout, on_update)
+
+
+async def _stream(
+    scheduler: Scheduler,
+    refs: dict[str, str],
+    timeout: float | None,
+    on_update: Callable[[Job], object] | None,
+) -> AsyncIterator[Outcome]:
+    batch = Batch(
+        scheduler, refs, until_terminal=True, timeout=timeout, on_update=on_update, streaming=True
+    )
+    async for outcome in batch.as_completed():
+        yield outcome
+
+
+async def _with_client(client: Client | None, call: Callable[[Client], Awaitable[_T]]) -> _T:
+    if client is not None:
+        return await call(client)
+    async with Client.from_cf_config() as own:
+        return await call(own)
+
+
+async def get_job(
+    job: str, *, timeout: float | None = DEFAULT_TIMEOUT, client: Client | None = None
+) -> Job:
+    """`Client.get_job`, with the cf CLI login when no client is given."""
+    return await _with_client(client, lambda c: c.get_job(job, timeout=timeout))
+
+
+async def wait_for_job(
+    job: str,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    on_update: OnUpdate | None = None,
+    client: Client | None = None,
+) -> Job:
+    """`Client.wait_for_job`, with the cf CLI login when no client is given."""
+    return await _with_client(
+        client, lambda c: c.wait_for_job(job, timeout=timeout, on_update=on_update)
+    )
+
+
+async def get_jobs(
+    jobs: Iterable[str], *, timeout: float | None = DEFAULT_TIMEOUT, client: Client | None = None
+) -> dict[str, Outcome]:
+    """`Client.get_jobs`, with the cf CLI login when no client is given."""
+    return await _with_client(client, lambda c: c.get_jobs(jobs, timeout=timeout))
+
+
+async def wait_for_jobs(
+    jobs: Iterable[str],
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    on_update: Callable[[Job], object] | None = None,
+    client: Client | None = None,
+) -> dict[str, Outcome]:
+    """`Client.wait_for_jobs`, with the cf CLI login when no client is given."""
+    return await _with_client(
+        client, lambda c: c.wait_for_jobs(jobs, timeout=timeout, on_update=on_update)
+    )

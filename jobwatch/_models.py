@@ -1,0 +1,241 @@
+"""Typed values for Cloud Controller jobs, and the one converter that builds them."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import cattrs
+
+if TYPE_CHECKING:
+    from ._errors import JobwatchError
+
+
+class JobState(str, enum.Enum):
+    """The states the Cloud Controller documents; others are kept as plain strings."""
+
+    PROCESSING = "PROCESSING"
+    POLLING = "POLLING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETE, JobState.FAILED})
+
+
+@attrs.frozen
+class ErrorDetail:
+    """One entry of a job's or a response's `errors` list."""
+
+    code: int | None = None
+    title: str = ""
+    detail: str = ""
+
+    def __str__(self) -> str:
+        code = f" ({self.code})" if self.code is not None else ""
+        return f"{self.title or 'error'}{code} {self.detail}".rstrip()
+
+
+@attrs.frozen
+class JobWarning:
+    """One entry of a job's `warnings` list."""
+
+    detail: str = ""
+
+
+@attrs.frozen
+class Link:
+    """A link of a job: `self`, or the resource the job works on."""
+
+    href: str
+    method: str | None = None
+
+
+@attrs.frozen
+class Job:
+    """A V3 job as the Cloud Controller served it.
+
+    `state` is a `JobState` when the controller sends a documented state and the
+    raw string otherwise, so `job.state == "COMPLETE"` holds either way and an
+    unknown future state never crashes.
+    """
+
+    guid: str
+    state: JobState | str
+    operation: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    errors: tuple[ErrorDetail, ...] = ()
+    warnings: tuple[JobWarning, ...] = ()
+    links: Mapping[str, Link] = attrs.field(factory=dict, eq=False, hash=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETE and FAILED; unknown states are not terminal."""
+        return self.state in TERMINAL_STATES
+
+    @property
+    def is_known_state(self) -> bool:
+        """False for a state this version of jobwatch does not know."""
+        return isinstance(self.state, JobState)
+
+
+@attrs.frozen
+class Outcome:
+    """How one job of a bulk call ended: the last job seen, and the error if any."""
+
+    guid: str
+    job: Job | None
+    error: JobwatchError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job was fetched (or waited on) without an error."""
+        return self.error is None
+
+
+def _parse_state(value: Any, _: object) -> JobState | str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"state must be a non-empty string, not {value!r}")
+    try:
+        return JobState(value)
+    except ValueError:
+        return sys.intern(value)
+
+
+def _parse_datetime(value: Any, _: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp must be a string, not {value!r}")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp has no time zone: {value!r}")
+    return parsed
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
+def _parse_error(value: Any) -> ErrorDetail:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"an error must be an object, not {type(value).__name__}")
+    code = value.get("code")
+    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        raise ValueError(f"error code must be an integer, not {code!r}")
+    return ErrorDetail(code, _text(value.get("title")), _text(value.get("detail")))
+
+
+def _parse_errors(value: Any, _: object) -> tuple[ErrorDetail, ...]:
+    # A FAILED job may carry `errors: null` (a known controller bug).
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("errors must be a list")
+    return tuple(_parse_error(item) for item in value)
+
+
+def _parse_warnings(value: Any, _: object) -> tuple[JobWarning, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("warnings must be a list")
+    out = []
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise ValueError("a warning must be an object")
+        out.append(JobWarning(_text(item.get("detail"))))
+    return tuple(out)
+
+
+def _parse_links(value: Any, _: object) -> Mapping[str, Link]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("links must be an object")
+    links = {}
+    for name, link in value.items():
+        if not isinstance(link, Mapping) or not isinstance(link.get("href"), str):
+            raise ValueError(f"link {name!r} must be an object with an href")
+        method = link.get("method")
+        links[name] = Link(link["href"], method if isinstance(method, str) else None)
+    return links
+
+
+def _build_converter() -> cattrs.Converter:
+    # Explicit hooks keep structuring at a few microseconds a job and make the
+    # open enum (unknown states) and null lists deliberate, not accidents.
+    conv = cattrs.Converter(forbid_extra_keys=False)
+    conv.register_structure_hook(JobState | str, _parse_state)
+    conv.register_structure_hook(datetime | None, _parse_datetime)
+    for generic, hook in (
+        (tuple[ErrorDetail, ...], _parse_errors),
+        (tuple[JobWarning, ...], _parse_warnings),
+        (Mapping[str, Link], _parse_links),
+    ):
+        conv.register_structure_hook_func(lambda t, g=generic: t == g, hook)
+    conv.register_structure_hook(str, lambda value, _: _text(value))
+    conv.register_unstructure_hook(JobState, lambda state: state.value)
+    conv.register_unstructure_hook(datetime, _format_datetime)
+    return conv
+
+
+def _format_datetime(value: datetime) -> str:
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+_converter = _build_converter()
+
+
+class BodyShapeError(ValueError):
+    """Raised by `structure_job` for a body that is not a job; the transport maps it."""
+
+
+def structure_job(body: Any) -> Job:
+    """Build a `Job` from a decoded JSON body.
+
+    Raises:
+        BodyShapeError: the body is not a job object (no guid, no state, wrong types).
+    """
+    if not isinstance(body, dict):
+        raise BodyShapeError(f"expected a JSON object, got {type(body).__name__}")
+    guid = body.get("guid")
+    if not isinstance(guid, str) or not guid:
+        raise BodyShapeError("the job has no guid")
+    if "state" not in body:
+        raise BodyShapeError("the job has no state")
+    try:
+        return _converter.structure(body, Job)
+    except Exception as exc:  # cattrs raises ClassValidationError groups
+        raise BodyShapeError(_describe(exc)) from None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    note = getattr(exc, "__notes__", None)
+    where = f" ({note[0]})" if note else ""
+    return f"{exc}{where}"
+
+
+def unstructure_job(job: Job) -> dict[str, Any]:
+    """Turn a `Job` back into a Cloud-Controller-shaped dict (for JSON output and tests)."""
+    body: dict[str, Any] = _converter.unstructure(job)
+    body["links"] = {
+        name: {"href": link.href, **({"method": link.method} if link.method else {})}
+        for name, link in job.links.items()
+    }
+    return body

@@ -1,0 +1,102 @@
+"""Polling and retry policies: frozen values and the pure schedules they describe."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import attrs
+import tenacity
+
+from ._models import JobState
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, not {value!r}")
+
+
+def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 <= value < 1:
+        raise ValueError(f"{attribute.name} must be in [0, 1), not {value!r}")
+
+
+@attrs.frozen
+class PollPolicy:
+    """When to poll a job that has not ended yet.
+
+    The first GET goes out at once. While a job is PROCESSING (or in a state
+    jobwatch does not know) the interval starts at `initial` and grows by
+    `multiplier` up to `maximum`. A POLLING job is slow broker work (minutes to
+    days), so its intervals start at `polling_initial` and grow to
+    `polling_maximum`. The schedule restarts whenever the state changes. Every
+    interval is spread by +/- `jitter` (a fraction) so that thousands of jobs
+    started together do not poll in lock-step.
+
+    Defaults: 1 s growing x1.5 to 15 s (PROCESSING); 5 s growing x1.5 to 60 s
+    (POLLING); jitter 10 %. See `benchmarks/README.md` for how they compare
+    with the cf CLI and the other clients.
+    """
+
+    initial: float = attrs.field(default=1.0, validator=_positive)
+    maximum: float = attrs.field(default=15.0, validator=_positive)
+    multiplier: float = attrs.field(default=1.5, validator=_positive)
+    polling_initial: float = attrs.field(default=5.0, validator=_positive)
+    polling_maximum: float = attrs.field(default=60.0, validator=_positive)
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+
+    def __attrs_post_init__(self) -> None:
+        if self.multiplier < 1:
+            raise ValueError(f"multiplier must be >= 1, not {self.multiplier!r}")
+        if self.maximum < self.initial or self.polling_maximum < self.polling_initial:
+            raise ValueError("a maximum interval must not be below its initial interval")
+
+    def delays(self, state: str, rng: random.Random | None = None) -> Iterator[float]:
+        """Yield the successive intervals (seconds) between polls of a job in `state`.
+
+        A pure function of the policy, the state and `rng` (the source of jitter),
+        so the schedule can be simulated exactly.
+        """
+        if state == JobState.POLLING:
+            interval, cap = self.polling_initial, self.polling_maximum
+        else:
+            interval, cap = self.initial, self.maximum
+        uniform = (rng or _rng).uniform
+        spread = self.jitter
+        while True:
+            yield interval * uniform(1 - spread, 1 + spread) if spread else interval
+            interval = min(interval * self.multiplier, cap)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How one poll recovers from transient failures.
+
+    A failed attempt (connection error, timeout, 429, 500, 502, 503, 504, a body
+    cut off) is retried after an exponential, jittered backoff starting at
+    `initial` and capped at `maximum`; after `attempts` consecutive failures
+    the error is raised. A server's `Retry-After` (or `X-RateLimit-Reset`)
+    replaces the backoff when it asks for longer. Defaults: 0.5 s doubling to
+    10 s, 6 attempts (about 16 s of trouble before giving up).
+    """
+
+    initial: float = attrs.field(default=0.5, validator=_positive)
+    maximum: float = attrs.field(default=10.0, validator=_positive)
+    attempts: int = attrs.field(default=6)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError(f"attempts must be an integer >= 1, not {self.attempts!r}")
+
+    def backoff(self) -> tenacity.wait.wait_base:
+        """The tenacity wait strategy for the attempt after a failure."""
+        return tenacity.wait_exponential_jitter(
+            multiplier=self.initial, max=self.maximum, jitter=self.initial
+        )
+
+    def stop(self) -> tenacity.stop.stop_base:
+        """The tenacity stop strategy: give up after `attempts` consecutive failures."""
+        return tenacity.stop_after_attempt(self.attempts)
+
+
+_rng = random.Random()

@@ -1,0 +1,250 @@
+"""The HTTP boundary: the only module that imports aiohttp.
+
+It owns (or borrows) the `aiohttp.ClientSession`, sends the Authorization
+header, bounds time and body size, reads the rate-limit headers, and turns
+every response into a `Job` or a typed `JobwatchError`. No aiohttp exception
+leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from ._auth import Credentials
+from ._errors import ApiError, MalformedResponse, TransportError, api_error
+from ._models import BodyShapeError, Job, structure_job
+from ._ratelimit import RateBudget
+
+log = logging.getLogger("jobwatch")
+
+#: A job is well under 4 KiB; anything past this is not a job.
+MAX_BODY = 1024 * 1024
+#: Error bodies only feed a message excerpt: keep a little, drop the rest.
+MAX_ERROR_BODY = 64 * 1024
+
+_USER_AGENT = "jobwatch (+https://github.com/jobwatch/jobwatch)"
+
+#: aiohttp failures that no retry can cure.
+_PERMANENT = (
+    aiohttp.ClientConnectorCertificateError,
+    aiohttp.ServerFingerprintMismatch,
+    aiohttp.InvalidURL,
+    aiohttp.ClientSSLError,
+)
+
+
+def map_exception(exc: BaseException, url: str) -> TransportError:
+    """Translate an aiohttp or asyncio failure into a `TransportError`."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return TransportError("timed out waiting for the API", url=url)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransportError("the response body was cut off", url=url)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return TransportError("the server closed the connection", url=url)
+    permanent = isinstance(exc, _PERMANENT)
+    # The text of aiohttp errors names the host and port, never a header.
+    detail = str(exc) or type(exc).__name__
+    return TransportError(f"{type(exc).__name__}: {detail}", url=url, transient=not permanent)
+
+
+class Transport:
+    """Sends `GET /v3/jobs/{guid}` and returns a `Job` or raises a typed error."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        max_connections: int = 32,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        verify_ssl: bool = True,
+    ) -> None:
+        self._credentials = credentials
+        self._session = session
+        self._owns_session = session is None
+        self._max_connections = max_connections
+        self._verify_ssl = verify_ssl
+        self._timeout = aiohttp.ClientTimeout(
+            total=request_timeout, sock_connect=connect_timeout
+        )
+        self._headers: dict[str, str] = {}
+        self._header_value: str | None = None
+        self.budget = RateBudget()
+        self.statuses: Counter[int | str] = Counter()
+        self.in_flight = 0
+        self.closed = False
+
+    def __repr__(self) -> str:
+        owned = "owned" if self._owns_session else "borrowed"
+        return f"<Transport {owned} session in_flight={self.in_flight} {self.budget!r}>"
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self.closed:
+            raise RuntimeError("this jobwatch client is closed")
+        if self._session is None:
+            ssl_arg: ssl.SSLContext | bool = True if self._verify_ssl else False
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_arg)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session if this transport made it; a borrowed one stays open."""
+        self.closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    async def _auth_headers(self) -> dict[str, str]:
+        value = await self._credentials.header()
+        if value != self._header_value:
+            self._header_value = value
+            self._headers = {"Authorization": value} if value else {}
+        return self._headers
+
+    async def fetch_job(self, url: str) -> tuple[Job, str | None]:
+        """GET one job.
+
+        Returns:
+            The job, and the `X-Vcap-Request-Id` of the response.
+
+        Raises:
+            TransportError: no HTTP answer (connection, timeout, cut-off body).
+            ApiError: an error status, mapped to its subclass.
+            MalformedResponse: a 200 that is not a job, or too large.
+        """
+        headers = await self._auth_headers()
+        status, body, meta = await self._get(url, headers)
+        if status == 401 and self._credentials.can_refresh:
+            rejected = headers.get("Authorization")
+            if await self._credentials.refresh(rejected):
+                log.info("the API answered 401; retrying once with a refreshed token")
+                headers = await self._auth_headers()
+                status, body, meta = await self._get(url, headers)
+        request_id = meta.get("X-Vcap-Request-Id")
+        if status == 200:
+            return _job_from(body, url), request_id
+        raise api_error(
+            status,
+            body,
+            request_id=request_id,
+            url=url,
+            retry_after=self._server_wait(status, meta),
+        )
+
+    async def _get(
+        self, url: str, headers: Mapping[str, str]
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        session = self._open()
+        loop = asyncio.get_running_loop()
+        self.budget.sent(loop.time())
+        self.in_flight += 1
+        try:
+            async with session.get(
+                url, headers=headers, allow_redirects=False, timeout=self._timeout
+            ) as resp:
+                status = resp.status
+                limit = MAX_BODY if status == 200 else MAX_ERROR_BODY
+                body = await _read_bounded(resp, limit, url)
+                meta = resp.headers
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.statuses["error"] += 1
+            raise map_exception(exc, url) from exc
+        finally:
+            self.in_flight -= 1
+        self.statuses[status] += 1
+        self.budget.observe(
+            meta.get("X-RateLimit-Limit"),
+            meta.get("X-RateLimit-Remaining"),
+            meta.get("X-RateLimit-Reset"),
+            now=loop.time(),
+            others=self.in_flight,
+        )
+        return status, body, meta
+
+    def _server_wait(self, status: int, meta: Mapping[str, str]) -> float | None:
+        """Seconds the server asked us to wait (429, 503); a 429 pauses the whole client."""
+        if status not in (429, 503):
+            return None
+        wait = parse_retry_after(meta.get("Retry-After"))
+        if wait is None and status == 429:
+            reset = meta.get("X-RateLimit-Reset")
+            try:
+                wait = max(0.0, float(reset) - time.time()) if reset else None
+            except ValueError:
+                wait = None
+        if status == 429:
+            now = asyncio.get_running_loop().time()
+            self.budget.pause(now + (wait if wait is not None else 1.0), now)
+        return wait
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
+    length = resp.content_length
+    if length is not None and length > limit:
+        if resp.status == 200:
+            raise MalformedResponse(
+                f"the body is {length} bytes, more than the {limit} a job can be",
+                status=resp.status,
+                url=url,
+            )
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.readany():
+        size += len(chunk)
+        if size > limit:
+            if resp.status == 200:
+                raise MalformedResponse(
+                    f"the body is more than the {limit} bytes a job can be",
+                    status=resp.status,
+                    url=url,
+                )
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def _job_from(body: bytes, url: str) -> Job:
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        raise MalformedResponse(
+            "the body is not JSON", status=200, body=body[:200].decode("utf-8", "replace"), url=url
+        ) from None
+    try:
+        return structure_job(data)
+    except BodyShapeError as exc:
+        excerpt = body[:200].decode("utf-8", "replace")
+        raise MalformedResponse(str(exc), status=200, body=excerpt, url=url) from None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Read `Retry-After` as seconds or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
