@@ -14,7 +14,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 from ._errors import JobFailed, JobTimeout, JobwatchError
@@ -237,13 +237,16 @@ class _Single:
         if self.future.done():
             return
         if error is None and job is not None and self.until_terminal:
-            if job.state == JobState.FAILED:
-                error = JobFailed(job)
+            error = _failure(job)
         if error is not None:
             self.future.set_exception(error)
             self.future.exception()  # retrieved: a watch may never await the future
         elif job is not None:
             self.future.set_result(job)
+
+
+def _failure(job: Job) -> JobFailed | None:
+    return JobFailed(job) if job.state == JobState.FAILED else None
 
 
 class _End:
@@ -288,7 +291,7 @@ def _expire_single(scheduler: Scheduler, poll: JobPoll, waiter: _Single, timeout
 
 async def run_watch(
     scheduler: Scheduler, guid: str, url: str, *, timeout: float | None
-) -> AsyncIterator[Job]:
+) -> AsyncGenerator[Job, None]:
     """Yield the job at each observed change; end after the terminal one."""
     loop = scheduler.loop
     queue: asyncio.Queue[Job | _End] = asyncio.Queue()
@@ -339,8 +342,7 @@ class _Member:
             return
         self.poll = None
         if error is None and job is not None and batch.until_terminal:
-            if job.state == JobState.FAILED:
-                error = JobFailed(job)
+            error = _failure(job)
         batch.record(Outcome(poll.guid, job, error))  # type: ignore[arg-type]
 
 

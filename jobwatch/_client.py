@@ -7,17 +7,16 @@ import logging
 import math
 import os
 import random
-from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
-from ._errors import JobFailed
-
 from ._auth import Credentials, Token, read_cf_config
 from ._bulk import Batch, Scheduler, run_single, run_watch, unique
+from ._errors import JobFailed
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
 from ._refs import ApiBase
@@ -36,7 +35,7 @@ DEFAULT_TIMEOUT = 600.0
 class OnUpdate(Protocol):
     """Called with the job at each observed change; may be sync or async."""
 
-    def __call__(self, job: Job, /) -> None | Awaitable[None]: ...
+    def __call__(self, job: Job, /) -> Awaitable[None] | None: ...
 
 
 @attrs.frozen
@@ -230,7 +229,8 @@ class Client:
                 result = on_update(last)
                 if inspect.isawaitable(result):
                     await result
-        assert last is not None and last.is_terminal
+        assert last is not None
+        assert last.is_terminal
         if last.state != JobState.COMPLETE:
             raise JobFailed(last)
         return last

@@ -87,7 +87,9 @@ class MalformedResponse(JobwatchError):
 
     def __str__(self) -> str:
         excerpt = f": {self.body!r}" if self.body else ""
-        return f"malformed {self.status} response for GET {_path(self.url)}: {self.message}{excerpt}"
+        return (
+            f"malformed {self.status} response for GET {_path(self.url)}: {self.message}{excerpt}"
+        )
 
 
 class ApiError(JobwatchError):
@@ -220,9 +222,7 @@ def api_error(
     text = body.decode("utf-8", "replace")
     errors = parse_error_body(text)
     cls = STATUS_ERRORS.get(status, ApiError)
-    return cls(
-        status, errors, request_id=request_id, url=url, body=text, retry_after=retry_after
-    )
+    return cls(status, errors, request_id=request_id, url=url, body=text, retry_after=retry_after)
 
 
 def parse_error_body(text: str) -> tuple[ErrorDetail, ...]:
@@ -260,7 +260,7 @@ def _short(text: str) -> str:
 
 def _path(url: str) -> str:
     # Messages name the path, not the host: shorter, and nothing of the target leaks.
-    scheme, sep, rest = url.partition("://")
+    _scheme, sep, rest = url.partition("://")
     if not sep:
         return url or "?"
     slash = rest.find("/")

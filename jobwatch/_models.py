@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ._errors import JobwatchError
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """The states the Cloud Controller documents; others are kept as plain strings."""
 
     PROCESSING = "PROCESSING"
@@ -185,11 +185,15 @@ def _build_converter() -> cattrs.Converter:
         (tuple[JobWarning, ...], _parse_warnings),
         (Mapping[str, Link], _parse_links),
     ):
-        conv.register_structure_hook_func(lambda t, g=generic: t == g, hook)
+        conv.register_structure_hook_func(_is(generic), hook)
     conv.register_structure_hook(str, lambda value, _: _text(value))
     conv.register_unstructure_hook(JobState, lambda state: state.value)
     conv.register_unstructure_hook(datetime, _format_datetime)
     return conv
+
+
+def _is(generic: object) -> Callable[[Any], bool]:
+    return lambda candidate: bool(candidate == generic)
 
 
 def _format_datetime(value: datetime) -> str:

@@ -7,6 +7,7 @@ over. One `JobPoll` serves every waiter on the same guid (single flight).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Iterator
@@ -111,10 +112,8 @@ class JobPoll:
 
     def remove(self, waiter: Waiter) -> bool:
         """Drop a waiter; True when nobody is left (the loop should stop)."""
-        try:
+        with contextlib.suppress(ValueError):
             self.waiters.remove(waiter)
-        except ValueError:
-            pass
         return not self.waiters
 
     def finish_all(self, error: BaseException | None) -> None:
@@ -134,7 +133,9 @@ class JobPoll:
             for waiter in self.waiters:
                 waiter.update(job)
             if state_changed and not job.is_known_state:
-                log.warning("job %s is in state %r, unknown to jobwatch: polling on", job.guid, job.state)
+                log.warning(
+                    "job %s is in state %r, unknown to jobwatch: polling on", job.guid, job.state
+                )
         if job.is_terminal:
             self.finish_all(None)
             return None
@@ -182,4 +183,3 @@ class JobPoll:
             wait,
         )
         return now + wait
-

@@ -52,7 +52,13 @@ class RateBudget:
         self._left -= 1
 
     def observe(
-        self, limit: str | None, remaining: str | None, reset: str | None, *, now: float, others: int
+        self,
+        limit: str | None,
+        remaining: str | None,
+        reset: str | None,
+        *,
+        now: float,
+        others: int,
     ) -> None:
         """Read the three headers of a response; `others` = requests still in flight.
 

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from ._auth import Credentials
-from ._errors import ApiError, MalformedResponse, TransportError, api_error
+from ._errors import MalformedResponse, TransportError, api_error
 from ._models import BodyShapeError, Job, structure_job
 from ._ratelimit import RateBudget
 
@@ -75,9 +75,7 @@ class Transport:
         self._owns_session = session is None
         self._max_connections = max_connections
         self._verify_ssl = verify_ssl
-        self._timeout = aiohttp.ClientTimeout(
-            total=request_timeout, sock_connect=connect_timeout
-        )
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
         self._headers: dict[str, str] = {}
         self._header_value: str | None = None
         self.budget = RateBudget()
@@ -93,7 +91,7 @@ class Transport:
         if self.closed:
             raise RuntimeError("this jobwatch client is closed")
         if self._session is None:
-            ssl_arg: ssl.SSLContext | bool = True if self._verify_ssl else False
+            ssl_arg: ssl.SSLContext | bool = bool(self._verify_ssl)
             connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_arg)
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -161,7 +159,7 @@ class Transport:
                 limit = MAX_BODY if status == 200 else MAX_ERROR_BODY
                 body = await _read_bounded(resp, limit, url)
                 meta = resp.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self.statuses["error"] += 1
             raise map_exception(exc, url) from exc
         finally:
@@ -247,4 +245,3 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-

@@ -1,0 +1,54 @@
+"""Shared fixtures: the aioresponses compatibility shim and a loop-leak guard."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's `stream_writer`.
+
+    Upstream issue #289. Remove this shim (and the patch in `mocked_http`) once
+    aioresponses ships a release that passes it.
+    """
+
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", None)
+        super().__init__(method, url, **kwargs)
+
+
+_NEEDS_SHIM = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
+
+
+@pytest.fixture
+def mocked_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
+    """aioresponses, made to work with aiohttp 3.14 (test-only shim, see above)."""
+    if _NEEDS_SHIM:
+        import aioresponses.core
+
+        monkeypatch.setattr(aioresponses.core, "ClientResponse", _CompatResponse)
+    with aioresponses() as mocked:
+        yield mocked
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves a task running on the loop."""
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.sleep(0)
+    leaked = [
+        task
+        for task in asyncio.all_tasks() - before
+        if not task.done() and task is not asyncio.current_task()
+    ]
+    for task in leaked:
+        task.cancel()
+    assert not leaked, f"tasks left running: {leaked}"
