@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._auth import RefreshableTokenProvider, TokenProvider
+from ._auth import RefreshableTokenProvider, TokenProvider, UAATokenProvider
 from ._bulk import ClientClosed
 from ._client import (
     DEFAULT_TIMEOUT,
@@ -76,6 +76,7 @@ __all__ = [
     "ServiceUnavailable",
     "TokenProvider",
     "TransportError",
+    "UAATokenProvider",
     "Unauthorized",
     "UnprocessableEntity",
     "__version__",

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import json
+import logging
 import os
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import attrs
 
-from ._errors import ConfigError
+from ._errors import (
+    TRANSIENT_STATUSES,
+    ApiError,
+    ConfigError,
+    JobwatchError,
+    TransportError,
+    Unauthorized,
+)
+from ._models import ErrorDetail
+from ._refs import is_loopback
+
+log = logging.getLogger("jobwatch")
 
 TokenValue = str | Awaitable[str]
 
@@ -47,15 +62,20 @@ class Credentials:
     """Hands out the Authorization header and refreshes it once for many waiters.
 
     A 401 seen by a thousand concurrent requests causes one refresh: the first
-    caller refreshes, the others find the header already changed and retry.
+    caller refreshes, the others find the header already changed and retry. A
+    failed refresh is shared the same way: those who waited for it get its
+    error instead of asking again, and a refusal (`Unauthorized`) is kept, so
+    the same rejected token never costs another refresh request.
     """
 
-    __slots__ = ("_header", "_lock", "_provider")
+    __slots__ = ("_attempts", "_failure", "_header", "_lock", "_provider")
 
     def __init__(self, token: Token | None) -> None:
         self._provider: Callable[[], TokenValue] | None = None
         self._header: str | None = None
         self._lock = asyncio.Lock()
+        self._attempts = 0
+        self._failure: tuple[str | None, JobwatchError] | None = None
         if isinstance(token, str):
             self._header = bearer(token)
         elif token is not None:
@@ -75,23 +95,46 @@ class Credentials:
     async def header(self) -> str | None:
         """The current header value (cached until a refresh)."""
         if self._header is None and self._provider is not None:
-            self._header = await self._ask(self._provider)
+            await self._renew(None, refresh=False)
         return self._header
 
     async def refresh(self, rejected: str | None) -> bool:
-        """Get a new header after `rejected` got a 401; True if there is a new one."""
+        """Get a new header after `rejected` got a 401; True if there is a new one.
+
+        Raises:
+            JobwatchError: what the provider raised (`Unauthorized` for a refused
+                refresh, `TransportError` when the token endpoint did not answer).
+        """
         if self._provider is None:
             return False
+        return await self._renew(rejected, refresh=True)
+
+    async def _renew(self, rejected: str | None, *, refresh: bool) -> bool:
+        assert self._provider is not None
+        attempts_before = self._attempts
         async with self._lock:
             if self._header != rejected:  # someone refreshed while we waited
                 return self._header is not None
-            refresh = getattr(self._provider, "refresh", None)
-            if callable(refresh):
-                result = refresh()
-                if inspect.isawaitable(result):
-                    await result
-            self._header = await self._ask(self._provider)
-            return self._header != rejected
+            failure = self._failure
+            if failure is not None and failure[0] == rejected:
+                error = failure[1]
+                if self._attempts != attempts_before or isinstance(error, Unauthorized):
+                    # We waited on that very attempt, or the token was refused for good.
+                    raise copy.copy(error)
+            self._attempts += 1
+            try:
+                method = getattr(self._provider, "refresh", None) if refresh else None
+                if callable(method):
+                    result = method()
+                    if inspect.isawaitable(result):
+                        await result
+                header = await self._ask(self._provider)
+            except JobwatchError as exc:
+                self._failure = (rejected, exc)
+                raise
+            self._failure = None
+            self._header = header
+            return header != rejected
 
     @staticmethod
     async def _ask(provider: Callable[[], TokenValue]) -> str:
@@ -101,6 +144,182 @@ class Credentials:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError("the token provider returned no token")
         return bearer(value)
+
+
+def refresh_failed(error: JobwatchError, answer: ApiError) -> JobwatchError:
+    """The error of a request whose 401 (`answer`) a token refresh could not cure."""
+    if isinstance(error, TransportError):
+        return TransportError(
+            f"the API answered 401 and the token refresh failed: {error.message}",
+            url=answer.url,
+            transient=error.transient,
+        )
+    if isinstance(error, ApiError):
+        details = error.errors
+    else:
+        details = (ErrorDetail(None, "TokenRefreshFailed", str(error)),)
+    return Unauthorized(401, answer.errors + details, request_id=answer.request_id, url=answer.url)
+
+
+class FormPoster(Protocol):
+    """POSTs a form with HTTP Basic auth and returns `(status, body)`; no redirects."""
+
+    def __call__(
+        self, url: str, form: Mapping[str, str], *, user: str, password: str
+    ) -> Awaitable[tuple[int, bytes]]: ...
+
+
+#: A JSON Web Token, the shape of UAA access and refresh tokens.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
+#: The UAA's error text is short; a longer one is not worth carrying around.
+_MAX_DETAIL = 300
+
+
+class UAATokenProvider:
+    """Access tokens from the UAA's OAuth2 refresh_token grant, the way the cf CLI gets them.
+
+    `Client.from_cf_config` builds one from the cf CLI login; build one yourself
+    for a refresh token you hold. The client it is given to sends the grant to
+    ``<uaa_url>/oauth/token`` through its own session (HTTP Basic auth with the
+    OAuth client id and secret) when the API answers 401. New tokens are kept in
+    memory only: no file is ever written.
+
+    Args:
+        uaa_url: the UAA (the cf config's ``UaaEndpoint``); https, or http to
+            loopback only unless `allow_insecure_http`.
+        refresh_token: the refresh token; replaced when the UAA sends a new one.
+        access_token: the current access token, if any; without one the first
+            request refreshes first.
+        client_id: the OAuth client (the cf CLI's is ``cf``).
+        client_secret: its secret (empty for ``cf``).
+        allow_insecure_http: allow plain http to a UAA that is not loopback.
+
+    Raises:
+        ConfigError: the UAA URL is not usable, or plain http without the opt-in.
+    """
+
+    __slots__ = ("_access", "_client_id", "_client_secret", "_post", "_refresh_token", "token_url")
+
+    def __init__(
+        self,
+        uaa_url: str,
+        *,
+        refresh_token: str,
+        access_token: str | None = None,
+        client_id: str = "cf",
+        client_secret: str = "",
+        allow_insecure_http: bool = False,
+    ) -> None:
+        if not isinstance(refresh_token, str) or not refresh_token.strip():
+            raise ConfigError("a UAATokenProvider needs a refresh token: run `cf login`")
+        self.token_url = uaa_token_url(uaa_url, allow_insecure_http=allow_insecure_http)
+        self._refresh_token = refresh_token.strip()
+        self._access = access_token.strip() if access_token and access_token.strip() else None
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._post: FormPoster | None = None
+
+    def __repr__(self) -> str:
+        return f"<UAATokenProvider {self.token_url} client={self._client_id!r}>"
+
+    def _attach(self, post: FormPoster) -> None:
+        """Send the grant through this poster (the transport of the client using us)."""
+        self._post = post
+
+    async def __call__(self) -> str:
+        """The Authorization header value, refreshing first when there is no token yet."""
+        if self._access is None:
+            await self.refresh()
+        assert self._access is not None
+        return bearer(self._access)
+
+    async def refresh(self) -> None:
+        """Get a new access token (and refresh token, if the UAA rotates it).
+
+        Raises:
+            Unauthorized: the UAA refused the grant; carries its `error` and
+                `error_description`, never a token.
+            TransportError: the UAA did not answer, or answered 429/5xx.
+        """
+        if self._post is None:
+            raise RuntimeError("give this UAATokenProvider to a Client (token=...) before use")
+        form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
+        status, body = await self._post(
+            self.token_url, form, user=self._client_id, password=self._client_secret
+        )
+        data = _json_object(body)
+        if status == 200:
+            access = data.get("access_token")
+            if not isinstance(access, str) or not access.strip():
+                raise Unauthorized(
+                    status,
+                    (ErrorDetail(None, "UAA", "the token endpoint answered without a token"),),
+                    url=self.token_url,
+                )
+            self._access = access.strip()
+            rotated = data.get("refresh_token")
+            if isinstance(rotated, str) and rotated.strip():
+                self._refresh_token = rotated.strip()
+            log.info("got a new access token from the UAA at %s", self.token_url)
+            return
+        if status in TRANSIENT_STATUSES:
+            raise TransportError(
+                f"the UAA answered {status} to the token refresh", url=self.token_url
+            )
+        error = data.get("error")
+        description = data.get("error_description")
+        title = f"UAA-{error}" if isinstance(error, str) and error else "UAA"
+        if isinstance(description, str) and description:
+            detail = f"token refresh refused: {self._redact(description)}"
+        else:
+            detail = f"token refresh refused with status {status}"
+        raise Unauthorized(
+            status, (ErrorDetail(None, self._redact(title), detail),), url=self.token_url
+        )
+
+    def _redact(self, text: str) -> str:
+        # The UAA has been known to echo the refresh token in its error text.
+        for secret in (self._refresh_token, self._client_secret, self._access):
+            if secret and len(secret) >= 8:  # shorter ones would garble ordinary words
+                text = text.replace(secret, "***")
+                text = text.replace(secret.split()[-1], "***")
+        text = _JWT.sub("***", text)
+        return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def uaa_token_url(uaa_url: str, *, allow_insecure_http: bool = False) -> str:
+    """`<uaa_url>/oauth/token`, held to the same rule as the API: https, or loopback.
+
+    Raises:
+        ConfigError: not an absolute http(s) URL without user info, query or
+            fragment, or plain http to a host that is not loopback.
+    """
+    if not isinstance(uaa_url, str):
+        raise ConfigError(f"the UAA URL must be a string, not {type(uaa_url).__name__}")
+    parts = urlsplit(uaa_url.strip())
+    try:
+        parts.port  # noqa: B018 - validates it
+    except ValueError:
+        raise ConfigError(f"the UAA URL {uaa_url!r} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the UAA URL must be absolute http(s), not {uaa_url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError("the UAA URL must not have user info, a query or a fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing plain http to the UAA at {parts.hostname}: the refresh token would "
+            "travel in clear text; use https, or pass allow_insecure_http=True if you really "
+            "mean it"
+        )
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/oauth/token"
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 @attrs.frozen

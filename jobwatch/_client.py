@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
-from ._auth import Credentials, Token, read_cf_config
+from ._auth import Credentials, Token, UAATokenProvider, read_cf_config
 from ._bulk import Batch, Scheduler, run_single, run_watch, unique
 from ._errors import JobFailed
 from ._models import Job, JobState, Outcome
@@ -107,6 +107,8 @@ class Client:
             request_timeout=_check_timeout(request_timeout) or 30.0,
             verify_ssl=verify_ssl,
         )
+        if isinstance(token, UAATokenProvider):
+            token._attach(self._transport.post_form)
         self._scheduler = Scheduler(
             self._transport, poll=poll, retry=retry, max_in_flight=max_in_flight, rng=rng
         )
@@ -119,11 +121,28 @@ class Client:
     def from_cf_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Client:
         """Build a client from the cf CLI login (`$CF_HOME/.cf/config.json`).
 
+        With a refresh token and a UAA endpoint in the login, an expired access
+        token is refreshed at the UAA as the cf CLI does, in memory only: the
+        config file is never written. `SSLDisabled` turns TLS verification off
+        for this client (a WARNING says so). Keyword arguments override.
+
         Raises:
-            ConfigError: no login, or one without a target or token.
+            ConfigError: no login, one without a target or token, or a target or
+                UAA on plain http to a host that is not loopback.
         """
         config = read_cf_config(path)
-        kwargs.setdefault("token", config.access_token)
+        if "token" not in kwargs:
+            if config.refresh_token and config.uaa_endpoint:
+                kwargs["token"] = UAATokenProvider(
+                    config.uaa_endpoint,
+                    refresh_token=config.refresh_token,
+                    access_token=config.access_token,
+                    client_id=config.client_id,
+                    client_secret=config.client_secret,
+                    allow_insecure_http=kwargs.get("allow_insecure_http", False),
+                )
+            else:
+                kwargs["token"] = config.access_token
         if config.ssl_disabled:
             kwargs.setdefault("verify_ssl", False)
         return cls(config.target, **kwargs)

@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from ._auth import Credentials
-from ._errors import MalformedResponse, TransportError, api_error
+from ._auth import Credentials, refresh_failed
+from ._errors import JobwatchError, MalformedResponse, TransportError, api_error
 from ._models import BodyShapeError, Job, structure_job
 from ._ratelimit import RateBudget
 
@@ -129,7 +129,12 @@ class Transport:
         status, body, meta = await self._get(url, headers)
         if status == 401 and self._credentials.can_refresh:
             rejected = headers.get("Authorization")
-            if await self._credentials.refresh(rejected):
+            try:
+                refreshed = await self._credentials.refresh(rejected)
+            except JobwatchError as exc:
+                answer = api_error(status, body, request_id=meta.get("X-Vcap-Request-Id"), url=url)
+                raise refresh_failed(exc, answer) from exc
+            if refreshed:
                 log.info("the API answered 401; retrying once with a refreshed token")
                 headers = await self._auth_headers()
                 status, body, meta = await self._get(url, headers)
@@ -144,6 +149,30 @@ class Transport:
             retry_after=self._server_wait(status, meta),
         )
 
+    async def post_form(
+        self, url: str, form: Mapping[str, str], *, user: str, password: str
+    ) -> tuple[int, bytes]:
+        """POST a form with HTTP Basic auth (the UAA's token grant) through this session.
+
+        Redirects are not followed, and the answer is not counted in the API's
+        statistics or rate-limit budget: the UAA is another service.
+        """
+        session = self._open()
+        try:
+            async with session.post(
+                url,
+                data=dict(form),
+                auth=aiohttp.BasicAuth(user, password),
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as resp:
+                return resp.status, await _read_bounded(resp, MAX_ERROR_BODY, url)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            error = map_exception(exc, url)
+        # Raised outside the handler: aiohttp's exception, which may hold the request's
+        # headers (the Basic credentials), must not ride along as __context__.
+        raise error
+
     async def _get(
         self, url: str, headers: Mapping[str, str]
     ) -> tuple[int, bytes, Mapping[str, str]]:
@@ -151,6 +180,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         self.budget.sent(loop.time())
         self.in_flight += 1
+        error: TransportError | None = None
         try:
             async with session.get(
                 url, headers=headers, allow_redirects=False, timeout=self._timeout
@@ -161,9 +191,13 @@ class Transport:
                 meta = resp.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             self.statuses["error"] += 1
-            raise map_exception(exc, url) from exc
+            error = map_exception(exc, url)
         finally:
             self.in_flight -= 1
+        if error is not None:
+            # Raised outside the handler: aiohttp's exception keeps the request headers
+            # (the token) in `request_info`, so it must not ride along as __context__.
+            raise error
         self.statuses[status] += 1
         self.budget.observe(
             meta.get("X-RateLimit-Limit"),
