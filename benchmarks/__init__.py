@@ -1,0 +1,1 @@
+"""Benchmarks of jobwatch: `python -m benchmarks` writes `benchmarks/README.md`."""

@@ -1,0 +1,1 @@
+"""The runner: `python -m benchmarks [--quick] [--only NAME ...] [--output FILE] [--json FILE]`."""
