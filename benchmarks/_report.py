@@ -32,10 +32,10 @@ class Summary:
         return max(self.values)
 
     def fmt(self, digits: int = 2, unit: str = "") -> str:
-        """`1.23 (1.10–1.40, 5 rounds)`: the median, then the range over the rounds."""
+        """`1.23 (1.10 to 1.40, 5 rounds)`: the median, then the range over the rounds."""
         text = f"{self.median:.{digits}f}{unit}"
         if len(self.values) > 1:
-            text += f" ({self.lo:.{digits}f}–{self.hi:.{digits}f}, {len(self.values)} rounds)"
+            text += f" ({self.lo:.{digits}f} to {self.hi:.{digits}f}, {len(self.values)} rounds)"
         return text
 
 

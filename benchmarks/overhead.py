@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import collections
+import cProfile
 import json
 import pstats
 import time
