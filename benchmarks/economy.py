@@ -324,7 +324,7 @@ def _row(name: str, note: str, r: Result, cf: Result) -> list[str]:
 
 def run(quick: bool, progress: Progress) -> Section:
     """Simulate, sweep, check against real HTTP, and write the section."""
-    n, n_real, rounds = (2_000, 150, 1) if quick else (20_000, 500, 3)
+    n, n_real, rounds = (2_000, 60, 1) if quick else (20_000, 500, 3)
     quick_jobs, broker_jobs = quick_mix(n), broker_mix(n)
     sims = {s.name: (simulate(quick_jobs, s), simulate(broker_jobs, s)) for s in PEERS}
     cf_quick, cf_broker = sims["cf CLI"]

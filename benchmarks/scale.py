@@ -116,9 +116,9 @@ async def _hold(server: ServerProcess, guids: list[str], trace: bool) -> dict[st
 
 def run(quick: bool, progress: Progress) -> Section:
     """Both scale benchmarks, and the section."""
-    n_finish, finish_rounds = (300, 1) if quick else (10_000, 3)
-    n_hold, hold_rounds = (3_000, 1) if quick else (100_000, 2)
-    n_trace = 1_000 if quick else 10_000
+    n_finish, finish_rounds = (200, 1) if quick else (10_000, 3)
+    n_hold, hold_rounds = (1_000, 1) if quick else (100_000, 2)
+    n_trace = 300 if quick else 10_000
     policy = jobwatch.PollPolicy()
     rng = random.Random(6)
     finishing: list[dict[str, float]] = []
