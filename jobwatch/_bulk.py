@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
-from ._errors import JobFailed, JobTimeout, JobwatchError
+from ._errors import JobFailed, JobTimeout, JobwatchError, TransportError
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
 from ._poller import JobPoll, RetryRules, Waiter
@@ -152,38 +152,50 @@ class Scheduler:
         loop = self.loop
         try:
             job, request_id = await self._transport.fetch_job(poll.url)
-        except JobwatchError as exc:
-            self._slots.release()
+        except BaseException as exc:
+            self._release(poll)
+            error: BaseException = exc
+            if isinstance(exc, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if poll.closed or self.closed or (task is not None and task.cancelling()):
+                    raise
+                # Nobody cancelled this fetch: something below raised CancelledError
+                # on its own. The waiters were not cancelled: count a failed attempt.
+                error = TransportError("the request was aborted", url=poll.url)
+            elif not isinstance(exc, Exception):
+                raise
+            if isinstance(error, JobwatchError):
+                self._done(poll, poll.failed(error, loop.time(), self._rules))
+            else:  # a bug: hand it to the waiters rather than hang them
+                log.error("job %s: unexpected error while polling", poll.guid, exc_info=error)
+                poll.finish_all(error)
+                self._done(poll, None)
+            return
+        self._release(poll)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "job %s state %s attempt %d [request id %s]",
+                poll.guid,
+                job.state,
+                poll.failures + 1,
+                request_id,
+            )
+        self._done(poll, poll.succeeded(job, loop.time(), self._policy, self._rng))
+
+    def _release(self, poll: JobPoll) -> None:
+        if poll.task is not None:
             poll.task = None
-            next_at = poll.failed(exc, loop.time(), self._rules)
-            if next_at is not None:
-                self.retries += 1
-        except Exception as exc:  # a bug: hand it to the waiters rather than hang them
             self._slots.release()
-            poll.task = None
-            log.exception("job %s: unexpected error while polling", poll.guid)
-            poll.finish_all(exc)
-            next_at = None
-        except BaseException:
-            self._slots.release()
-            poll.task = None
-            raise
-        else:
-            self._slots.release()
-            poll.task = None
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "job %s state %s attempt %d [request id %s]",
-                    poll.guid,
-                    job.state,
-                    poll.failures + 1,
-                    request_id,
-                )
-            next_at = poll.succeeded(job, loop.time(), self._policy, self._rng)
+
+    def _done(self, poll: JobPoll, next_at: float | None) -> None:
+        """Schedule the next poll, or retire the loop when it is over."""
+        if poll.closed:
+            return
         if next_at is None:
-            if not poll.closed:
-                self._retire(poll)
-        elif not poll.closed:
+            self._retire(poll)
+        else:
+            if poll.failures:
+                self.retries += 1
             self._push(poll, next_at)
 
     def _dispatcher_done(self, task: asyncio.Task[None]) -> None:

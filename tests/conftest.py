@@ -10,6 +10,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aioresponses import aioresponses
+from aioresponses import core as aioresponses_core
+
+
+class _NoWriter:
+    """Stands in for the request's stream writer: the mocked request sent nothing."""
+
+    output_size = 0
 
 
 class _CompatResponse(aiohttp.ClientResponse):
@@ -20,7 +27,7 @@ class _CompatResponse(aiohttp.ClientResponse):
     """
 
     def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", None)
+        kwargs.setdefault("stream_writer", _NoWriter())
         super().__init__(method, url, **kwargs)
 
 
@@ -31,9 +38,7 @@ _NEEDS_SHIM = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init
 def mocked_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
     """aioresponses, made to work with aiohttp 3.14 (test-only shim, see above)."""
     if _NEEDS_SHIM:
-        import aioresponses.core
-
-        monkeypatch.setattr(aioresponses.core, "ClientResponse", _CompatResponse)
+        monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
     with aioresponses() as mocked:
         yield mocked
 

@@ -1,0 +1,473 @@
+"""The single-job poller over real HTTP: states, errors, retries, deadlines, references."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+import jobwatch
+from jobwatch import JobState
+from jobwatch.testing import FakeCloudController, FakeResponse, Fault
+
+from .helpers import fast_client
+
+TOKEN = "s3cr3t-t0ken-value"
+
+
+@pytest.fixture
+async def cc() -> AsyncIterator[FakeCloudController]:
+    async with FakeCloudController(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def cf(cc: FakeCloudController) -> AsyncIterator[jobwatch.Client]:
+    async with fast_client(cc.url, token=TOKEN) as client:
+        yield client
+
+
+async def test_processing_then_complete(cc: FakeCloudController, cf: jobwatch.Client) -> None:
+    """A job is polled until COMPLETE, which is returned."""
+    guid = cc.add_job(states=("PROCESSING", "PROCESSING", "COMPLETE"))
+    job = await cf.wait_for_job(guid, timeout=5)
+    assert job.state is JobState.COMPLETE
+    assert job.guid == guid
+    assert cc.polls(guid) == 3
+
+
+async def test_polling_state_is_not_terminal(cc: FakeCloudController, cf: jobwatch.Client) -> None:
+    """POLLING (a broker at work) keeps the wait going."""
+    guid = cc.add_job(states=("POLLING", "POLLING", "POLLING", "COMPLETE"))
+    assert (await cf.wait_for_job(guid, timeout=5)).state == "COMPLETE"
+    assert cc.polls(guid) == 4
+
+
+async def test_unknown_state_keeps_polling(
+    cc: FakeCloudController, cf: jobwatch.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state from a future controller is not terminal, and is logged once as a warning."""
+    guid = cc.add_job(states=("CANCELING", "CANCELING", "CANCELING", "COMPLETE"))
+    with caplog.at_level(logging.WARNING, logger="jobwatch"):
+        assert (await cf.wait_for_job(guid, timeout=5)).state == "COMPLETE"
+    unknown = [r for r in caplog.records if "CANCELING" in r.getMessage()]
+    assert len(unknown) == 1
+
+
+@pytest.mark.parametrize(
+    "errors",
+    [
+        [{"code": 10009, "title": "CF-UnableToPerform", "detail": "broker said no"}],
+        [],
+        None,
+    ],
+    ids=["with-errors", "empty-errors", "null-errors"],
+)
+async def test_failed_job_raises_job_failed(
+    cc: FakeCloudController, cf: jobwatch.Client, errors: list[dict[str, object]] | None
+) -> None:
+    """FAILED raises JobFailed carrying the job and its errors, even when they are empty."""
+    guid = cc.add_job(states=("PROCESSING", "FAILED"), errors=errors, operation="app.delete")
+    with pytest.raises(jobwatch.JobFailed) as caught:
+        await cf.wait_for_job(guid, timeout=5)
+    assert caught.value.job.state == "FAILED"
+    assert len(caught.value.errors) == len(errors or [])
+    assert guid in str(caught.value)
+
+
+async def test_get_job_returns_current_state_without_waiting(
+    cc: FakeCloudController, cf: jobwatch.Client
+) -> None:
+    """get_job is one logical GET; a FAILED job is returned, not raised."""
+    guid = cc.add_job(states=("FAILED",), warnings=("disk is slow",))
+    job = await cf.get_job(guid)
+    assert job.state == "FAILED"
+    assert job.warnings[0].detail == "disk is slow"
+    assert cc.polls(guid) == 1
+
+
+async def test_location_url_is_accepted(cc: FakeCloudController, cf: jobwatch.Client) -> None:
+    """The Location header of a 202 works like a guid."""
+    guid = cc.add_job(states=("COMPLETE",))
+    assert (await cf.wait_for_job(cc.job_url(guid), timeout=5)).guid == guid
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "",
+        "..",
+        "a/b",
+        "a b",
+        "abc?x=1",
+        "abc#f",
+        "https://evil.example.com/v3/jobs/abc",
+        "http://127.0.0.2:1/v3/jobs/abc",
+    ],
+)
+async def test_bad_references_are_refused_before_any_request(
+    cc: FakeCloudController, cf: jobwatch.Client, reference: str
+) -> None:
+    """Invalid guids and foreign URLs raise InvalidJobReference and send nothing."""
+    for call in (cf.get_job, cf.wait_for_job):
+        with pytest.raises(jobwatch.InvalidJobReference):
+            await call(reference)
+    with pytest.raises(jobwatch.InvalidJobReference):
+        await cf.wait_for_jobs(["good-guid", reference])
+    with pytest.raises(jobwatch.InvalidJobReference):
+        cf.watch_job(reference)
+    assert cc.requests == []
+
+
+@pytest.mark.parametrize(
+    ("response", "cls"),
+    [
+        (FakeResponse.error(400), jobwatch.BadRequest),
+        (FakeResponse.error(403), jobwatch.Forbidden),
+        (FakeResponse.error(404), jobwatch.NotFound),
+        (FakeResponse.error(409), jobwatch.Conflict),
+        (FakeResponse.error(422), jobwatch.UnprocessableEntity),
+    ],
+)
+async def test_permanent_errors_raise_at_once(
+    cc: FakeCloudController,
+    cf: jobwatch.Client,
+    response: FakeResponse,
+    cls: type[jobwatch.ApiError],
+) -> None:
+    """4xx answers are not retried: their class is raised after one request."""
+    guid = cc.add_job()
+    cc.inject(guid, response)
+    with pytest.raises(cls) as caught:
+        await cf.wait_for_job(guid, timeout=5)
+    assert caught.value.status == response.status
+    assert caught.value.errors[0].title.startswith("CF-")
+    assert caught.value.request_id
+    assert cc.polls(guid) == 1
+
+
+@pytest.mark.parametrize(
+    ("response", "cls"),
+    [
+        (FakeResponse.error(500), jobwatch.InternalServerError),
+        (FakeResponse.router_502(), jobwatch.BadGateway),
+        (FakeResponse.bare_502(), jobwatch.BadGateway),
+        (FakeResponse.maintenance_503(), jobwatch.ServiceUnavailable),
+        (FakeResponse.error(503), jobwatch.ServiceUnavailable),
+        (FakeResponse.error(504), jobwatch.ApiError),
+    ],
+    ids=["500", "502-text", "502-bare", "503-html", "503-json", "504"],
+)
+async def test_transient_errors_are_retried_then_raised(
+    cc: FakeCloudController,
+    cf: jobwatch.Client,
+    response: FakeResponse,
+    cls: type[jobwatch.ApiError],
+) -> None:
+    """5xx answers are retried; once is cured, `attempts` in a row raise their class."""
+    cured = cc.add_job(states=("COMPLETE",))
+    cc.inject(cured, response)
+    assert (await cf.wait_for_job(cured, timeout=5)).state == "COMPLETE"
+    assert cc.polls(cured) == 2
+
+    broken = cc.add_job(states=("COMPLETE",))
+    cc.inject(broken, *[response] * cf.retry_policy.attempts)
+    with pytest.raises(cls) as caught:
+        await cf.wait_for_job(broken, timeout=5)
+    assert type(caught.value) is cls
+    assert cc.polls(broken) == cf.retry_policy.attempts
+
+
+async def test_bare_502_keeps_its_details(cc: FakeCloudController, cf: jobwatch.Client) -> None:
+    """A bare {code, title, detail} 502 body is parsed; router text keeps an excerpt."""
+    guid = cc.add_job()
+    cc.inject(guid, *[FakeResponse.bare_502()] * 4)
+    with pytest.raises(jobwatch.BadGateway) as caught:
+        await cf.get_job(guid)
+    assert caught.value.errors
+    text = cc.add_job()
+    cc.inject(text, *[FakeResponse.router_502()] * 4)
+    with pytest.raises(jobwatch.BadGateway, match="Registered endpoint failed"):
+        await cf.get_job(text)
+
+
+async def test_retry_after_is_honoured(cc: FakeCloudController) -> None:
+    """A 429 with Retry-After waits that long before the next request."""
+    guid = cc.add_job(states=("COMPLETE",))
+    cc.inject(guid, FakeResponse.rate_limited(retry_after=1))
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        started = time.monotonic()
+        job = await cf.wait_for_job(guid, timeout=5)
+        waited = time.monotonic() - started
+        assert cf.stats.rate_limit_paused_seconds >= 0.9
+    assert job.state == "COMPLETE"
+    assert 0.95 <= waited < 1.5
+
+
+async def test_rate_limit_pauses_the_whole_client(cc: FakeCloudController) -> None:
+    """After a 429, no other job of the client is polled until the pause ends."""
+    limited = cc.add_job(states=("COMPLETE",))
+    other = cc.add_job(states=("PROCESSING",) * 3 + ("COMPLETE",))
+    cc.inject(limited, FakeResponse.rate_limited(retry_after=1))
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        first = asyncio.ensure_future(cf.wait_for_job(limited, timeout=5))
+        while not cc.requests:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        paused_at = time.monotonic()
+        await cf.wait_for_job(other, timeout=5)
+        await first
+    other_times = [r.time for r in cc.requests if r.guid == other]
+    assert min(other_times) >= paused_at + 0.8
+
+
+async def test_server_wait_past_the_deadline_raises_at_once(cc: FakeCloudController) -> None:
+    """If Retry-After would end after the deadline, the error comes now, not at the deadline."""
+    guid = cc.add_job()
+    cc.inject(guid, FakeResponse.rate_limited(retry_after=30))
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        started = time.monotonic()
+        with pytest.raises(jobwatch.RateLimited) as caught:
+            await cf.wait_for_job(guid, timeout=2)
+    assert time.monotonic() - started < 0.5
+    assert caught.value.retry_after == 30
+
+
+@pytest.mark.parametrize(
+    ("fault", "match"),
+    [
+        (Fault.INVALID_JSON, "not JSON"),
+        (Fault.WRONG_SHAPE, "expected a JSON object"),
+        (Fault.HUGE_BODY, "more than"),
+    ],
+)
+async def test_malformed_200_is_permanent(
+    cc: FakeCloudController, cf: jobwatch.Client, fault: Fault, match: str
+) -> None:
+    """A 200 that is not a job is a MalformedResponse, raised without retrying."""
+    guid = cc.add_job()
+    cc.inject(guid, fault)
+    with pytest.raises(jobwatch.MalformedResponse, match=match) as caught:
+        await cf.wait_for_job(guid, timeout=5)
+    assert caught.value.status == 200
+    assert cc.polls(guid) == 1
+
+
+async def test_deadline_carries_the_last_job_and_is_punctual(
+    cc: FakeCloudController, cf: jobwatch.Client
+) -> None:
+    """JobTimeout comes at the deadline (not a poll later) with the last job seen."""
+    guid = cc.add_job(states=("POLLING",))
+    started = time.monotonic()
+    with pytest.raises(jobwatch.JobTimeout) as caught:
+        await cf.wait_for_job(guid, timeout=0.3)
+    late = time.monotonic() - started - 0.3
+    assert -0.005 <= late < 0.2
+    assert caught.value.job is not None
+    assert caught.value.job.state == "POLLING"
+    assert caught.value.timeout == 0.3
+
+
+async def test_deadline_holds_against_a_stalled_server(cc: FakeCloudController) -> None:
+    """A server that never answers cannot hold the caller past its deadline."""
+    guid = cc.add_job()
+    cc.inject(guid, Fault.STALL)
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        started = time.monotonic()
+        with pytest.raises(jobwatch.JobTimeout) as caught:
+            await cf.wait_for_job(guid, timeout=0.3)
+    assert time.monotonic() - started < 0.5
+    assert caught.value.job is None
+
+
+async def test_stalled_request_times_out_and_is_retried(cc: FakeCloudController) -> None:
+    """A request that outlives request_timeout is a transient failure, then retried."""
+    guid = cc.add_job(states=("COMPLETE",))
+    cc.inject(guid, Fault.STALL)
+    async with fast_client(cc.url, token=TOKEN, request_timeout=0.1) as cf:
+        assert (await cf.wait_for_job(guid, timeout=5)).state == "COMPLETE"
+        assert cf.stats.by_status.get("error") == 1
+
+
+async def test_on_update_sees_each_change_sync_and_async(
+    cc: FakeCloudController, cf: jobwatch.Client
+) -> None:
+    """on_update is called once per observed change, sync or async."""
+    guid = cc.add_job(states=("PROCESSING", "PROCESSING", "POLLING", "POLLING", "COMPLETE"))
+    seen: list[str] = []
+    await cf.wait_for_job(guid, timeout=5, on_update=lambda job: seen.append(job.state))
+    assert seen == ["PROCESSING", "POLLING", "COMPLETE"]
+
+    other = cc.add_job(states=("PROCESSING", "COMPLETE"))
+    seen_async: list[str] = []
+
+    async def record(job: jobwatch.Job) -> None:
+        await asyncio.sleep(0)
+        seen_async.append(job.state)
+
+    await cf.wait_for_job(other, timeout=5, on_update=record)
+    assert seen_async == ["PROCESSING", "COMPLETE"]
+
+
+async def test_failing_on_update_propagates_and_stops_the_poll(
+    cc: FakeCloudController, cf: jobwatch.Client
+) -> None:
+    """An exception in the callback reaches the caller, and polling stops."""
+    guid = cc.add_job(states=("PROCESSING",))
+
+    def boom(job: jobwatch.Job) -> None:
+        raise RuntimeError("callback broke")
+
+    with pytest.raises(RuntimeError, match="callback broke"):
+        await cf.wait_for_job(guid, timeout=5, on_update=boom)
+    polls = cc.polls(guid)
+    await asyncio.sleep(0.05)
+    assert cc.polls(guid) == polls
+
+
+async def test_watch_yields_each_change_and_the_failed_end(
+    cc: FakeCloudController, cf: jobwatch.Client
+) -> None:
+    """watch_job yields every state change and ends after FAILED without raising."""
+    guid = cc.add_job(states=("PROCESSING", "PROCESSING", "POLLING", "FAILED"))
+    states = [job.state async for job in cf.watch_job(guid, timeout=5)]
+    assert states == ["PROCESSING", "POLLING", "FAILED"]
+
+
+async def test_watch_timeout_raises(cc: FakeCloudController, cf: jobwatch.Client) -> None:
+    """A watch past its deadline raises JobTimeout after what it yielded."""
+    guid = cc.add_job(states=("PROCESSING",))
+    seen = []
+    with pytest.raises(jobwatch.JobTimeout):
+        async for job in cf.watch_job(guid, timeout=0.1):
+            seen.append(job)
+    assert [job.state for job in seen] == ["PROCESSING"]
+
+
+async def test_cancelling_a_wait_is_prompt_and_leaves_nothing(cc: FakeCloudController) -> None:
+    """Cancellation propagates at once; the poll loop, its request and task are gone."""
+    guid = cc.add_job(states=("PROCESSING",))
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        cc.inject(guid, FakeResponse(delay=5, body={"guid": guid, "state": "COMPLETE"}))
+        task = asyncio.ensure_future(cf.wait_for_job(guid, timeout=10))
+        while cc.in_flight == 0:
+            await asyncio.sleep(0.001)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 0.1
+        await asyncio.sleep(0.01)
+        assert cf.stats.waiting == 0
+        assert cf.stats.in_flight == 0
+        polls = cc.polls(guid)
+        await asyncio.sleep(0.05)
+        assert cc.polls(guid) == polls
+
+
+async def test_session_passed_in_stays_open(cc: FakeCloudController) -> None:
+    """A borrowed session is used and never closed by jobwatch."""
+    guid = cc.add_job(states=("COMPLETE",))
+    async with aiohttp.ClientSession() as session:
+        async with fast_client(cc.url, token=TOKEN, session=session) as cf:
+            await cf.wait_for_job(guid, timeout=5)
+        assert not session.closed
+        async with session.get(
+            cc.job_url(guid), headers={"Authorization": f"bearer {TOKEN}"}
+        ) as resp:
+            assert resp.status == 200
+
+
+async def test_token_never_shows(
+    cc: FakeCloudController, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The token is in no repr, str, exception or log line, at DEBUG either."""
+    guid = cc.add_job(states=("PROCESSING", "FAILED"))
+    missing = "no-such-job"
+    cc.inject(guid, FakeResponse.router_502())
+    with caplog.at_level(logging.DEBUG):
+        async with fast_client(cc.url, token=TOKEN) as cf:
+            texts = [repr(cf), str(cf), repr(cf.stats), repr(cf._transport), repr(cf._scheduler)]
+            for call in (cf.wait_for_job(guid), cf.get_job(missing)):
+                with pytest.raises(jobwatch.JobwatchError) as caught:
+                    await call
+                texts += [str(caught.value), repr(caught.value), repr(vars(caught.value))]
+    texts += [record.getMessage() for record in caplog.records]
+    assert any("attempt" in text for text in texts)
+    assert not [text for text in texts if TOKEN in text]
+
+
+async def test_wrong_token_is_unauthorized(cc: FakeCloudController) -> None:
+    """A rejected static token is a 401 Unauthorized, raised at once."""
+    guid = cc.add_job()
+    async with fast_client(cc.url, token="bearer wrong") as cf:
+        with pytest.raises(jobwatch.Unauthorized) as caught:
+            await cf.get_job(guid)
+    assert caught.value.errors[0].code == 1000
+
+
+async def test_token_provider_is_asked_again_after_401(cc: FakeCloudController) -> None:
+    """A callable provider gets one chance to hand out a fresh token after a 401."""
+    guid = cc.add_job(states=("COMPLETE",))
+    tokens = iter(["stale", TOKEN])
+    async with fast_client(cc.url, token=lambda: next(tokens)) as cf:
+        assert (await cf.get_job(guid)).state == "COMPLETE"
+    assert [r.authorization for r in cc.requests] == ["bearer stale", f"bearer {TOKEN}"]
+
+
+async def test_closed_client_refuses_work(cc: FakeCloudController) -> None:
+    """A closed client says so clearly instead of hanging or half-working."""
+    cf = fast_client(cc.url, token=TOKEN)
+    await cf.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await cf.get_job("abc")
+    assert "closed" in repr(cf)
+
+
+async def test_bad_arguments_fail_before_any_request(cc: FakeCloudController) -> None:
+    """Nonsense timeouts and limits are typed errors, raised before anything is sent."""
+    with pytest.raises(ValueError, match="max_in_flight"):
+        jobwatch.Client(cc.url, max_in_flight=0)
+    with pytest.raises(TypeError):
+        jobwatch.Client(cc.url, max_in_flight="8")  # type: ignore[arg-type]
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        for timeout in (0, -1, float("nan")):
+            with pytest.raises(ValueError, match="timeout"):
+                await cf.wait_for_job("abc", timeout=timeout)
+        with pytest.raises(TypeError):
+            await cf.wait_for_jobs("abc")
+    assert cc.requests == []
+
+
+async def test_module_functions_use_the_cf_login(
+    cc: FakeCloudController, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a client, the module-level functions read $CF_HOME/.cf/config.json."""
+    import json
+    from pathlib import Path
+
+    home = Path(str(tmp_path))
+    (home / ".cf").mkdir()
+    (home / ".cf" / "config.json").write_text(
+        json.dumps({"ConfigVersion": 3, "Target": cc.url, "AccessToken": f"bearer {TOKEN}"})
+    )
+    monkeypatch.setenv("CF_HOME", str(home))
+    guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
+    assert (await jobwatch.get_job(guid)).state == "PROCESSING"
+    assert (await jobwatch.wait_for_job(guid, timeout=5)).state == "COMPLETE"
+    outcomes = await jobwatch.wait_for_jobs([guid], timeout=5)
+    assert outcomes[guid].ok
+    assert (await jobwatch.get_jobs([guid]))[guid].job is not None
+
+
+async def test_missing_cf_login_is_a_config_error(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cf login: a ConfigError that says to run `cf login`."""
+    monkeypatch.setenv("CF_HOME", str(tmp_path))
+    with pytest.raises(jobwatch.ConfigError, match="cf login"):
+        await jobwatch.wait_for_job("abc")
