@@ -1,0 +1,984 @@
+"""A fake Cloud Controller and UAA on loopback HTTP, to test code that waits on jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import bisect
+import collections
+import contextlib
+import enum
+import json
+import math
+import random
+import socket
+import struct
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Literal, TextIO
+
+import attrs
+from aiohttp import hdrs, web
+
+__all__ = [
+    "CC_ERRORS",
+    "FakeCloudController",
+    "FakeResponse",
+    "Fault",
+    "RateLimit",
+    "RecordedRequest",
+    "serve_forever",
+]
+
+TERMINAL_STATES = frozenset({"COMPLETE", "FAILED"})
+
+#: The Cloud Controller's own (code, title, detail) for each error status a client must handle.
+CC_ERRORS: Mapping[int, tuple[int, str, str]] = {
+    400: (1004, "CF-BadRequest", "Bad request: invalid job reference"),
+    401: (1000, "CF-InvalidAuthToken", "Invalid Auth Token"),
+    403: (10003, "CF-NotAuthorized", "You are not authorized to perform the requested action"),
+    404: (10010, "CF-ResourceNotFound", "Job not found"),
+    409: (
+        60016,
+        "CF-AsyncServiceInstanceOperationInProgress",
+        "An operation for service instance my-db is in progress.",
+    ),
+    422: (10008, "CF-UnprocessableEntity", "The request is semantically invalid"),
+    429: (10013, "CF-RateLimitExceeded", "Rate Limit Exceeded"),
+    500: (10001, "CF-ServerError", "Server error"),
+    502: (
+        150006,
+        "CF-BlobstoreUnavailable",
+        "Failed to perform operation due to blobstore unavailability.",
+    ),
+    503: (10015, "CF-ServiceUnavailable", "The Cloud Controller is temporarily unavailable"),
+}
+
+_JSON = "application/json; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
+_JOBS_PREFIX = "/v3/jobs/"
+_JOBS_PREFIX_LEN = len(_JOBS_PREFIX)
+_HUGE_CHUNK = b"x" * 65536
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _envelope(code: int, title: str, detail: str) -> bytes:
+    return _dumps({"errors": [{"code": code, "title": title, "detail": detail}]})
+
+
+_JOB_NOT_FOUND = _envelope(*CC_ERRORS[404])
+_UNKNOWN_REQUEST = _envelope(10000, "CF-NotFound", "Unknown request")
+_INVALID_TOKEN = _envelope(*CC_ERRORS[401])
+_NOT_AUTHENTICATED = _envelope(10002, "CF-NotAuthenticated", "Authentication error")
+_RATE_LIMITED = _envelope(*CC_ERRORS[429])
+
+
+class Fault(enum.Enum):
+    """A misbehaviour of the network or the controller, served instead of a job."""
+
+    RESET = "reset"  #: connection reset (RST) before any response byte
+    RESET_MID_BODY = "reset_mid_body"  #: headers and half the body, then RST
+    SHORT_BODY = "short_body"  #: half the body under a full Content-Length, then a clean close
+    STALL = "stall"  #: no answer for `stall_seconds`, then the connection is dropped
+    INVALID_JSON = "invalid_json"  #: 200 with `{"guid":`
+    WRONG_SHAPE = "wrong_shape"  #: 200 with valid JSON that is not a job (`[1,2]`)
+    HUGE_BODY = "huge_body"  #: 200 with a streamed 50 MiB JSON body
+    DRIP = "drip"  #: 200 with the job body sent one byte every `drip_interval`
+    SERVER_ERROR = "server_error"  #: 500 CF-ServerError envelope
+    ROUTER_502 = "router_502"  #: gorouter's plain-text 502
+    MAINTENANCE_503 = "maintenance_503"  #: nginx's maintenance page during backups
+    RATE_LIMITED_429 = "rate_limited_429"  #: 429 with Retry-After: 1
+
+
+def _encode_body(body: str | bytes | Mapping[str, object] | Sequence[object] | None) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return _dumps(body)
+
+
+@attrs.frozen
+class FakeResponse:
+    """One canned HTTP response, injected to replace a job GET.
+
+    `dict`/`list` bodies are JSON-encoded; `delay` seconds pass before the answer
+    (the request counts as in flight meanwhile).
+    """
+
+    status: int = 200
+    # Excluded from the hash so a FakeResponse with a dict body or headers stays hashable.
+    body: str | bytes | Mapping[str, object] | Sequence[object] | None = attrs.field(
+        default=None, hash=False
+    )
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    delay: float = 0.0
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        code: int | None = None,
+        title: str | None = None,
+        detail: str | None = None,
+    ) -> FakeResponse:
+        """A Cloud Controller error envelope; omitted fields come from `CC_ERRORS[status]`.
+
+        E.g. `FakeResponse.error(403)` is `CF-NotAuthorized` 10003, as the controller sends it.
+        """
+        default = CC_ERRORS.get(status, (10001, "CF-ServerError", "Server error"))
+        error = {
+            "code": default[0] if code is None else code,
+            "title": default[1] if title is None else title,
+            "detail": default[2] if detail is None else detail,
+        }
+        return cls(status, {"errors": [error]}, _JSON)
+
+    @classmethod
+    def router_502(cls) -> FakeResponse:
+        """gorouter's 502 when the controller VM dies mid-request: plain text, not JSON."""
+        return cls(
+            502,
+            "502 Bad Gateway: Registered endpoint failed to handle the request.\n",
+            _TEXT,
+            {"X-Cf-Routererror": "endpoint_failure"},
+        )
+
+    @classmethod
+    def bare_502(cls) -> FakeResponse:
+        """A 502 carrying one bare error object, no `errors` envelope (allowed by the API spec)."""
+        code, title, detail = CC_ERRORS[502]
+        return cls(502, {"code": code, "title": title, "detail": detail}, _JSON)
+
+    @classmethod
+    def maintenance_503(cls) -> FakeResponse:
+        """The page nginx serves while the platform is being backed up."""
+        return cls(
+            503,
+            "<html><body><h1>API down for maintenance</h1></body></html>\n",
+            "text/html",
+        )
+
+    @classmethod
+    def rate_limited(cls, retry_after: int = 1) -> FakeResponse:
+        """The controller's 429: a JSON envelope served as text/plain, with Retry-After."""
+        return cls(429, _RATE_LIMITED, _TEXT, {"Retry-After": str(retry_after)})
+
+
+_FAULT_RESPONSES: dict[Fault, FakeResponse] = {
+    Fault.INVALID_JSON: FakeResponse(200, '{"guid":', _JSON),
+    Fault.WRONG_SHAPE: FakeResponse(200, [1, 2], _JSON),
+    Fault.SERVER_ERROR: FakeResponse.error(500),
+    Fault.ROUTER_502: FakeResponse.router_502(),
+    Fault.MAINTENANCE_503: FakeResponse.maintenance_503(),
+    Fault.RATE_LIMITED_429: FakeResponse.rate_limited(1),
+}
+
+
+def _check_limit(instance: RateLimit, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError("limit must be at least 1")
+
+
+def _check_window(instance: RateLimit, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError("window must be positive")
+
+
+@attrs.frozen
+class RateLimit:
+    """Fixed-window rate limiting per Authorization header, as the controller does it."""
+
+    limit: int = attrs.field(default=100, validator=_check_limit)
+    window: float = attrs.field(default=60.0, validator=_check_window)
+
+
+@attrs.frozen
+class RecordedRequest:
+    """What the fake saw of one request, so tests can assert on traffic."""
+
+    method: str
+    path: str
+    guid: str | None
+    authorization: str | None
+    host: str | None
+    time: float
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+FaultTable = tuple[tuple[float, Fault], ...]
+
+
+def _fault_table(base: FaultTable, faults: Mapping[Fault, float] | None) -> FaultTable:
+    """Cumulative probabilities, so one random draw picks at most one fault."""
+    table = list(base)
+    total = table[-1][0] if table else 0.0
+    for fault, probability in (faults or {}).items():
+        if not isinstance(fault, Fault) or not 0.0 <= probability <= 1.0:
+            raise ValueError(f"bad fault probability {fault!r}: {probability!r}")
+        if probability:
+            total += probability
+            table.append((total, fault))
+    if total > 1.0 + 1e-9:
+        raise ValueError("fault probabilities add up to more than 1")
+    return tuple(table)
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _plural(resource: str) -> str:
+    return resource if resource.endswith("s") else resource + "s"
+
+
+@attrs.frozen
+class _Script:
+    """What a job will do; shared by all jobs of one `add_jobs` call."""
+
+    operation: str
+    states: tuple[str, ...]
+    offsets: tuple[float, ...]  # empty: scripted by poll count
+    terminal_offset: float | None
+    failed_errors: list[dict[str, object]] | None
+    warnings: list[dict[str, str]]
+    resource_path: str | None
+    resource: str | None
+    faults: FaultTable | None  # None: the server-wide table
+
+
+@attrs.define(slots=True)
+class _Job:
+    guid: str
+    script: _Script
+    created_sec: int
+    polls: int = 0
+    served: int = 0
+    first_poll: float | None = None
+    finished: float | None = None
+    body_state: str | None = None
+    body: bytes = b""
+    updated_sec: int = 0
+    resource_guid: str = ""
+
+
+class _RateWindow:
+    __slots__ = ("count", "end")
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+        self.count = 0
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class FakeCloudController:
+    """A Cloud Controller double serving scripted `/v3/jobs/{guid}` on 127.0.0.1.
+
+    Real HTTP on an ephemeral port, so clients are exercised end to end: auth,
+    rate limiting, a UAA token endpoint, and injectable network faults::
+
+        async def test_delete_waits_for_job():
+            async with FakeCloudController(token="abc") as cc:
+                guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
+                cc.inject(guid, FakeResponse.router_502())  # the first GET fails
+                await my_code_that_waits(cc.url, token="abc", job=cc.job_url(guid))
+                assert cc.polls(guid) == 3
+
+    Injected responses and faults never advance a job's poll-count script.
+
+    Attributes:
+        requests: every request seen, as `RecordedRequest` (unless `record_requests=False`).
+        faults_injected: how many of each `Fault` were served, random or injected.
+        rate_limited_count: 429s served by the rate limiter.
+        refresh_calls: `POST /oauth/token` calls, successful or not.
+        refresh_token: the refresh token the fake UAA accepts (settable).
+        stall_seconds: how long `Fault.STALL` holds a request (default 30).
+        drip_interval: seconds between bytes of `Fault.DRIP` (default 0.5).
+        huge_body_size: bytes of `Fault.HUGE_BODY` (default 50 MiB).
+        latency: seconds every job GET takes (settable).
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        rate_limit: RateLimit | None = None,
+        faults: Mapping[Fault, float] | None = None,
+        seed: int | None = 0,
+        token_ttl_requests: int | None = None,
+        refresh_token: str = "refresh-token",
+        uaa_client: tuple[str, str] = ("cf", ""),
+        latency: float = 0.0,
+        record_requests: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """Configure the fake; nothing listens until `start()` / `async with`.
+
+        Args:
+            token: accepted bearer token; None accepts any request.
+            rate_limit: enable the controller's per-token rate limiting.
+            faults: probability per job GET of each random fault.
+            seed: seeds the random faults, so a failing run can be replayed.
+            token_ttl_requests: the token expires after this many authorized requests.
+            refresh_token: what the fake UAA accepts at `POST /oauth/token`.
+            uaa_client: the (client id, secret) the fake UAA expects.
+            latency: seconds every job GET takes before answering.
+            record_requests: keep `requests`; turn off for long benchmarks.
+        """
+        self.refresh_token = refresh_token
+        self.uaa_client = uaa_client
+        self.latency = latency
+        self.stall_seconds = 30.0
+        self.drip_interval = 0.5
+        self.huge_body_size = 50 * 1024 * 1024
+        self.requests: list[RecordedRequest] = []
+        self.faults_injected: collections.Counter[Fault] = collections.Counter()
+        self.rate_limited_count = 0
+        self.refresh_calls = 0
+        self._token: str | None = None
+        self._bearer = ""
+        self._token_uses = 0
+        self.token = token
+        self._token_ttl = token_ttl_requests
+        self._rate_limit = rate_limit
+        self._windows: dict[str, _RateWindow] = {}
+        self._fault_table = _fault_table((), faults)
+        self._rng = random.Random(seed)
+        self._record = record_requests
+        self._host = host
+        self._port = port
+        self._jobs: dict[str, _Job] = {}
+        self._unknown_polls: collections.Counter[str] = collections.Counter()
+        self._injected: dict[str, collections.deque[FakeResponse | Fault]] = {}
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._sleepers: set[asyncio.Future[bool]] = set()
+        self._closing = False
+        self._runner: web.ServerRunner | None = None
+        self._url = ""
+        self._wall_offset = time.time() - time.monotonic()
+        self._request_no = 0
+        self._rid_prefix = str(uuid.uuid4())[:24]
+        self._rid_suffix = str(uuid.uuid4())
+
+    def __repr__(self) -> str:
+        where = self._url or "not started"
+        return (
+            f"<FakeCloudController {where} jobs={len(self._jobs)} "
+            f"requests={self._request_no} in_flight={self._in_flight}>"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeCloudController:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start listening; `url` is valid afterwards."""
+        if self._runner is not None:
+            raise RuntimeError("FakeCloudController is already started")
+        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        # A short shutdown timeout: stalled or dripping handlers must not hold up a test.
+        runner = web.ServerRunner(server, shutdown_timeout=0.25)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, backlog=1024)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._closing = False
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+
+    async def aclose(self) -> None:
+        """Stop serving; requests still sleeping (STALL, DRIP, delay) are cut off at once."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._closing = True
+        for future in list(self._sleepers):
+            _resolve(future, False)
+        await runner.cleanup()
+
+    # -- public state --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The API base URL, `http://127.0.0.1:PORT`."""
+        if not self._url:
+            raise RuntimeError("FakeCloudController is not started")
+        return self._url
+
+    @property
+    def uaa_url(self) -> str:
+        """The fake UAA's base URL (the same server: `POST /oauth/token`)."""
+        return self.url
+
+    def job_url(self, guid: str) -> str:
+        """The job's absolute URL, as a `Location` header would carry it."""
+        return f"{self.url}{_JOBS_PREFIX}{guid}"
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token the API accepts; set it to rotate (resets the token's TTL)."""
+        return self._token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._token = value
+        self._bearer = f"bearer {value}"
+        self._token_uses = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now."""
+        return self._in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests ever handled at once."""
+        return self._peak_in_flight
+
+    def polls(self, guid: str) -> int:
+        """How many GETs the job's URL got, whatever was answered."""
+        job = self._jobs.get(guid)
+        return job.polls if job is not None else self._unknown_polls[guid]
+
+    def finished_at(self, guid: str) -> float | None:
+        """`time.monotonic()` when the job turned terminal on the server, or None if not yet.
+
+        Timeline jobs finish at first GET + the terminal offset, polled or not;
+        poll-count jobs finish at the GET that first served the terminal state.
+        """
+        job = self._jobs[guid]
+        script = job.script
+        if not script.offsets:
+            return job.finished
+        if job.first_poll is None or script.terminal_offset is None:
+            return None
+        finished = job.first_poll + script.terminal_offset
+        return finished if finished <= time.monotonic() else None
+
+    # -- scripting -----------------------------------------------------------------------
+
+    def add_job(
+        self,
+        guid: str | None = None,
+        *,
+        states: Sequence[str] = ("PROCESSING", "COMPLETE"),
+        operation: str = "app.delete",
+        errors: Sequence[Mapping[str, object]] | Literal[_Unset.UNSET] | None = _UNSET,
+        warnings: Sequence[str] = (),
+        timeline: Sequence[tuple[float, str]] | None = None,
+        resource: str | None = "app",
+        created_at: datetime | str | None = None,
+        faults: Mapping[Fault, float] | None = None,
+    ) -> str:
+        """Add a job and return its guid (a new uuid4 when `guid` is None).
+
+        Args:
+            states: the n-th GET (from 0) sees `states[min(n, len - 1)]`.
+            timeline: `(seconds since the first GET, state)` pairs; overrides `states`.
+            errors: served when FAILED; None serves `"errors": null` (a controller bug);
+                unset serves one realistic broker error.
+            warnings: warning details, served as `[{"detail": ...}]`.
+            resource: name of the resource link (`app`, `space`, ...); None for none.
+            faults: probability per GET of random faults for this job only (on top
+                of the server-wide ones).
+        """
+        script = self._script(states, operation, errors, warnings, timeline, resource, faults)
+        return self._add(guid, script, self._created_sec(created_at))
+
+    def add_jobs(
+        self,
+        n: int,
+        *,
+        states: Sequence[str] = ("PROCESSING", "COMPLETE"),
+        operation: str = "app.delete",
+        errors: Sequence[Mapping[str, object]] | Literal[_Unset.UNSET] | None = _UNSET,
+        warnings: Sequence[str] = (),
+        timeline: Sequence[tuple[float, str]] | None = None,
+        resource: str | None = "app",
+        created_at: datetime | str | None = None,
+        faults: Mapping[Fault, float] | None = None,
+    ) -> list[str]:
+        """Add `n` jobs sharing one script (cheap for thousands); return their guids."""
+        script = self._script(states, operation, errors, warnings, timeline, resource, faults)
+        created = self._created_sec(created_at)
+        return [self._add(None, script, created) for _ in range(n)]
+
+    def inject(self, guid: str, *responses: FakeResponse | Fault) -> None:
+        """Serve `responses`, in order, instead of the job on its next GETs.
+
+        Injections come before auth and rate limiting, like a fault in the router.
+        """
+        for item in responses:
+            if not isinstance(item, FakeResponse | Fault):
+                raise TypeError(f"cannot inject {item!r}")
+        self._injected.setdefault(guid, collections.deque()).extend(responses)
+
+    def _add(self, guid: str | None, script: _Script, created_sec: int) -> str:
+        if guid is None:
+            guid = str(uuid.uuid4())
+        elif not guid or "/" in guid:
+            raise ValueError(f"invalid job guid {guid!r}")
+        elif guid in self._jobs:
+            raise ValueError(f"job {guid!r} already exists")
+        self._jobs[guid] = _Job(guid, script, created_sec)
+        return guid
+
+    def _created_sec(self, created_at: datetime | str | None) -> int:
+        if created_at is None:
+            return int(time.time())
+        if isinstance(created_at, str):
+            created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+        return int(created_at.timestamp())
+
+    def _script(
+        self,
+        states: Sequence[str],
+        operation: str,
+        errors: Sequence[Mapping[str, object]] | Literal[_Unset.UNSET] | None,
+        warnings: Sequence[str],
+        timeline: Sequence[tuple[float, str]] | None,
+        resource: str | None,
+        faults: Mapping[Fault, float] | None,
+    ) -> _Script:
+        offsets: tuple[float, ...] = ()
+        terminal_offset = None
+        if timeline is not None:
+            entries = sorted(timeline, key=lambda entry: entry[0])
+            if not entries:
+                raise ValueError("timeline must not be empty")
+            offsets = tuple(float(offset) for offset, _ in entries)
+            states = tuple(state for _, state in entries)
+            terminal_offset = next((off for off, st in entries if st in TERMINAL_STATES), None)
+        if not states or not all(isinstance(s, str) and s for s in states):
+            raise ValueError("states must be a non-empty sequence of non-empty strings")
+        failed_errors: list[dict[str, object]] | None
+        if errors is _UNSET:
+            verb = operation.rpartition(".")[2] or operation
+            failed_errors = [
+                {
+                    "code": 10009,
+                    "title": "CF-UnableToPerform",
+                    "detail": f"{verb} could not be completed: Service broker error: "
+                    "The service broker returned an invalid response",
+                }
+            ]
+        elif errors is None:
+            failed_errors = None
+        else:
+            failed_errors = [dict(error) for error in errors]
+        return _Script(
+            operation=operation,
+            states=tuple(states),
+            offsets=offsets,
+            terminal_offset=terminal_offset,
+            failed_errors=failed_errors,
+            warnings=[{"detail": detail} for detail in warnings],
+            resource_path=None if resource is None else f"/v3/{_plural(resource)}/",
+            resource=resource,
+            faults=None if not faults else _fault_table(self._fault_table, faults),
+        )
+
+    # -- request handling ----------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self._in_flight += 1
+        if self._in_flight > self._peak_in_flight:
+            self._peak_in_flight = self._in_flight
+        try:
+            now = time.monotonic()
+            path = request.path
+            auth = request.headers.get(hdrs.AUTHORIZATION)
+            guid = path[_JOBS_PREFIX_LEN:] if path.startswith(_JOBS_PREFIX) else None
+            if self._record:
+                self.requests.append(
+                    RecordedRequest(
+                        request.method, path, guid, auth, request.headers.get(hdrs.HOST), now
+                    )
+                )
+            if guid is not None and guid and "/" not in guid and request.method == "GET":
+                return await self._job_request(request, guid, auth, now)
+            if path == "/oauth/token" and request.method == "POST":
+                return await self._token_request(request)
+            if path == "/" and request.method == "GET":
+                return self._root()
+            return web.Response(status=404, body=_UNKNOWN_REQUEST, headers=self._headers(_JSON))
+        finally:
+            self._in_flight -= 1
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        self._request_no += 1
+        rid = f"{self._rid_prefix}{self._request_no:012x}::{self._rid_suffix}"
+        return {hdrs.CONTENT_TYPE: content_type, "X-Vcap-Request-Id": rid}
+
+    async def _job_request(
+        self, request: web.BaseRequest, guid: str, auth: str | None, now: float
+    ) -> web.StreamResponse:
+        job = self._jobs.get(guid)
+        if job is None:
+            self._unknown_polls[guid] += 1
+        else:
+            job.polls += 1
+            if job.first_poll is None:
+                job.first_poll = now
+
+        if self._injected:
+            queue = self._injected.get(guid)
+            if queue:
+                item = queue.popleft()
+                if not queue:
+                    del self._injected[guid]
+                if isinstance(item, Fault):
+                    self.faults_injected[item] += 1
+                    return await self._serve_fault(request, item, job)
+                return await self._serve_fake(request, item)
+
+        table = (
+            self._fault_table if job is None or job.script.faults is None else job.script.faults
+        )
+        if table:
+            draw = self._rng.random()
+            for cumulative, fault in table:
+                if draw < cumulative:
+                    self.faults_injected[fault] += 1
+                    return await self._serve_fault(request, fault, job)
+
+        headers = self._headers(_JSON)
+        if self._rate_limit is not None and not self._count_request(auth, headers):
+            self.rate_limited_count += 1
+            headers[hdrs.CONTENT_TYPE] = _TEXT
+            return web.Response(status=429, body=_RATE_LIMITED, headers=headers)
+
+        if self._token is not None:
+            if auth is None:
+                return web.Response(status=401, body=_NOT_AUTHENTICATED, headers=headers)
+            if auth != self._bearer and (auth[7:] != self._token or auth[:7].lower() != "bearer "):
+                return web.Response(status=401, body=_INVALID_TOKEN, headers=headers)
+            if self._token_ttl is not None:
+                self._token_uses += 1
+                if self._token_uses > self._token_ttl:
+                    return web.Response(status=401, body=_INVALID_TOKEN, headers=headers)
+
+        if self.latency > 0:
+            if not await self._sleep(self.latency):
+                return _abort(request)
+            now = time.monotonic()
+        if job is None:
+            return web.Response(status=404, body=_JOB_NOT_FOUND, headers=headers)
+        return web.Response(body=self._job_body(job, now, advance=True), headers=headers)
+
+    def _count_request(self, auth: str | None, headers: dict[str, str]) -> bool:
+        """Count a request in its token's window and set the headers; False when over."""
+        assert self._rate_limit is not None
+        limit = self._rate_limit.limit
+        wall = time.time()
+        key = auth or ""
+        window = self._windows.get(key)
+        if window is None or wall >= window.end:
+            window = self._windows[key] = _RateWindow(wall + self._rate_limit.window)
+        window.count += 1
+        remaining = max(limit - window.count, 0)
+        headers["X-RateLimit-Limit"] = str(limit)
+        headers["X-RateLimit-Remaining"] = str(remaining * 10 // limit * limit // 10)
+        headers["X-RateLimit-Reset"] = str(math.ceil(window.end))
+        if window.count <= limit:
+            return True
+        headers["Retry-After"] = str(max(1, math.ceil(window.end - wall)))
+        return False
+
+    def _job_body(self, job: _Job, now: float, *, advance: bool) -> bytes:
+        script = job.script
+        if script.offsets:
+            first = now if job.first_poll is None else job.first_poll
+            index = max(bisect.bisect_right(script.offsets, now - first) - 1, 0)
+            state = script.states[index]
+            changed = first + script.offsets[index]
+        else:
+            served = job.served
+            state = script.states[min(served, len(script.states) - 1)]
+            if advance:
+                job.served = served + 1
+                if job.finished is None and state in TERMINAL_STATES:
+                    job.finished = now
+            changed = now
+        if state != job.body_state:
+            job.body = self._render(job, state, changed)
+        return job.body
+
+    def _render(self, job: _Job, state: str, changed: float) -> bytes:
+        script = job.script
+        if job.body_state is None:
+            updated = job.created_sec
+        else:
+            # Second resolution like the controller, but a change must show in updated_at.
+            updated = max(int(changed + self._wall_offset), job.updated_sec + 1)
+        job.body_state = state
+        job.updated_sec = updated
+        links: dict[str, dict[str, str]] = {"self": {"href": self.job_url(job.guid)}}
+        if script.resource is not None:
+            if not job.resource_guid:
+                job.resource_guid = str(uuid.uuid4())
+            links[script.resource] = {
+                "href": f"{self._url}{script.resource_path}{job.resource_guid}"
+            }
+        return _dumps(
+            {
+                "guid": job.guid,
+                "created_at": _iso(job.created_sec),
+                "updated_at": _iso(updated),
+                "operation": script.operation,
+                "state": state,
+                "errors": script.failed_errors if state == "FAILED" else [],
+                "warnings": script.warnings,
+                "links": links,
+            }
+        )
+
+    async def _serve_fake(
+        self, request: web.BaseRequest, fake: FakeResponse
+    ) -> web.StreamResponse:
+        if fake.delay > 0 and not await self._sleep(fake.delay):
+            return _abort(request)
+        headers = self._headers(fake.content_type)
+        headers.update(fake.headers)
+        return web.Response(status=fake.status, body=_encode_body(fake.body), headers=headers)
+
+    async def _serve_fault(
+        self, request: web.BaseRequest, fault: Fault, job: _Job | None
+    ) -> web.StreamResponse:
+        fake = _FAULT_RESPONSES.get(fault)
+        if fake is not None:
+            return await self._serve_fake(request, fake)
+        if fault is Fault.RESET:
+            return _abort(request)
+        if fault is Fault.STALL:
+            await self._sleep(self.stall_seconds)
+            return _abort(request)
+        if fault is Fault.HUGE_BODY:
+            return await self._serve_huge(request, job)
+
+        status, body = (
+            (404, _JOB_NOT_FOUND)
+            if job is None
+            else (200, self._job_body(job, time.monotonic(), advance=False))
+        )
+        response = web.StreamResponse(status=status, headers=self._headers(_JSON))
+        try:
+            if fault is Fault.DRIP:
+                response.content_length = len(body)
+                await response.prepare(request)
+                for i in range(len(body)):
+                    await response.write(body[i : i + 1])
+                    if i + 1 < len(body) and not await self._sleep(self.drip_interval):
+                        return _abort(request)
+                await response.write_eof()
+                return response
+            # Half the body under a Content-Length for all of it: a cut-off 200.
+            response.content_length = len(body)
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+        except ConnectionError:
+            return response  # the client went away: nothing more to say
+        if fault is Fault.SHORT_BODY:
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return response
+        return _abort(request)
+
+    async def _serve_huge(self, request: web.BaseRequest, job: _Job | None) -> web.StreamResponse:
+        guid = job.guid if job is not None else "huge"
+        head = f'{{"guid":"{guid}","state":"PROCESSING","padding":"'.encode()
+        tail = b'"}'
+        size = max(self.huge_body_size, len(head) + len(tail))
+        response = web.StreamResponse(headers=self._headers(_JSON))
+        response.content_length = size
+        try:
+            await response.prepare(request)
+            await response.write(head)
+            left = size - len(head) - len(tail)
+            while left > 0:
+                if self._closing:
+                    return _abort(request)
+                chunk = _HUGE_CHUNK if left >= len(_HUGE_CHUNK) else _HUGE_CHUNK[:left]
+                await response.write(chunk)
+                left -= len(chunk)
+            await response.write(tail)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client read what it wanted and closed
+        return response
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, but wake at once (returning False) when the server is closing."""
+        if self._closing:
+            return False
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        handle = loop.call_later(seconds, _resolve, future, True)
+        self._sleepers.add(future)
+        try:
+            return await future
+        finally:
+            handle.cancel()
+            self._sleepers.discard(future)
+
+    async def _token_request(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.refresh_calls += 1
+        form = await request.post()
+        client_id, client_secret = form.get("client_id"), form.get("client_secret", "")
+        basic = request.headers.get(hdrs.AUTHORIZATION, "")
+        if basic[:6].lower() == "basic ":
+            with contextlib.suppress(ValueError):
+                decoded = base64.b64decode(basic[6:], validate=True).decode()
+                client_id, _, client_secret = decoded.partition(":")
+        if (client_id, client_secret) != self.uaa_client:
+            return self._uaa_error(401, "unauthorized", "Bad credentials")
+        if form.get("grant_type") != "refresh_token":
+            return self._uaa_error(400, "unsupported_grant_type", "Only refresh_token is faked")
+        if form.get("refresh_token") != self.refresh_token:
+            return self._uaa_error(
+                401, "invalid_token", "Invalid refresh token (expired): refresh token is unknown"
+            )
+        self.token = f"access-token-{self.refresh_calls}"
+        body = {
+            "access_token": self.token,
+            "token_type": "bearer",
+            "refresh_token": self.refresh_token,
+            "expires_in": 600,
+            "scope": "cloud_controller.read cloud_controller.write openid",
+            "jti": uuid.uuid4().hex,
+        }
+        return web.Response(body=_dumps(body), headers=self._headers(_JSON))
+
+    def _uaa_error(self, status: int, error: str, description: str) -> web.Response:
+        body = _dumps({"error": error, "error_description": description})
+        return web.Response(status=status, body=body, headers=self._headers(_JSON))
+
+    def _root(self) -> web.Response:
+        url = self.url
+        body = {
+            "links": {
+                "self": {"href": url},
+                "cloud_controller_v3": {"href": f"{url}/v3", "meta": {"version": "3.180.0"}},
+                "login": {"href": self.uaa_url},
+                "uaa": {"href": self.uaa_url},
+            }
+        }
+        return web.Response(body=_dumps(body), headers=self._headers(_JSON))
+
+
+def _abort(request: web.BaseRequest) -> web.StreamResponse:
+    """Reset the connection (RST, not FIN); aiohttp then drops the returned response."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response()
+
+
+async def serve_forever(
+    *,
+    jobs: int = 1000,
+    min_duration: float = 0.2,
+    max_duration: float = 2.0,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    seed: int = 0,
+    latency: float = 0.0,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Serve `jobs` jobs, each COMPLETE a random time after its first GET, until cancelled.
+
+    Prints the API URL on the first line of `out`, then one guid per line, so a
+    benchmark in another process can read them. Requests are not recorded.
+    """
+    rng = random.Random(seed)
+    async with FakeCloudController(
+        token=token, seed=seed, latency=latency, record_requests=False, host=host, port=port
+    ) as cc:
+        guids = [
+            cc.add_job(
+                timeline=(
+                    (0.0, "PROCESSING"),
+                    (rng.uniform(min_duration, max_duration), "COMPLETE"),
+                )
+            )
+            for _ in range(jobs)
+        ]
+        out.write(cc.url + "\n")
+        out.write("".join(guid + "\n" for guid in guids))
+        out.flush()
+        await asyncio.Event().wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m jobwatch.testing`: run the fake in its own process for benchmarks."""
+    parser = argparse.ArgumentParser(prog="python -m jobwatch.testing", description=main.__doc__)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--min-duration", type=float, default=0.2)
+    parser.add_argument("--max-duration", type=float, default=2.0)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_forever(
+                jobs=args.jobs,
+                min_duration=args.min_duration,
+                max_duration=args.max_duration,
+                host=args.host,
+                port=args.port,
+                token=args.token,
+                seed=args.seed,
+                latency=args.latency,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
