@@ -126,6 +126,8 @@ class Scheduler:
             except BaseException:
                 slots.release()
                 raise
+            # Counted here, not when the task runs: the next due poll is paced on it.
+            self._transport.budget.sent(loop.time())
             poll.task = loop.create_task(self._poll_once(poll))
 
     async def _next_due(self, loop: asyncio.AbstractEventLoop) -> JobPoll:

@@ -317,8 +317,9 @@ async def _stream(
     batch = Batch(
         scheduler, refs, until_terminal=True, timeout=timeout, on_update=on_update, streaming=True
     )
-    async for outcome in batch.as_completed():
-        yield outcome
+    async with aclosing(batch.as_completed()) as outcomes:
+        async for outcome in outcomes:
+            yield outcome
 
 
 async def _with_client(client: Client | None, call: Callable[[Client], Awaitable[_T]]) -> _T:

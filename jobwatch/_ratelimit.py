@@ -10,6 +10,8 @@ FREE_SHARE = 0.5
 #: Slack after the advertised reset before the first request of the new window
 #: (the header has one-second resolution).
 RESET_SLACK = 0.25
+#: While a new window's numbers are not known yet, how often to look again.
+RECHECK = 0.05
 
 
 class RateBudget:
@@ -20,7 +22,15 @@ class RateBudget:
     that do not limit.
     """
 
-    __slots__ = ("_last_send", "_left", "_limit", "_reset_at", "paused_seconds", "paused_until")
+    __slots__ = (
+        "_assumed",
+        "_last_send",
+        "_left",
+        "_limit",
+        "_reset_at",
+        "paused_seconds",
+        "paused_until",
+    )
 
     def __init__(self) -> None:
         self.paused_until = 0.0
@@ -29,6 +39,7 @@ class RateBudget:
         self._left = 0
         self._reset_at = 0.0
         self._last_send = float("-inf")
+        self._assumed = False  # the window ended; its successor is not reported yet
 
     def __repr__(self) -> str:
         if self._limit is None:
@@ -38,16 +49,23 @@ class RateBudget:
     def earliest(self, now: float) -> float:
         """The loop time at which the next request may be sent (`<= now`: at once)."""
         at = self.paused_until
-        if self._limit is not None and now < self._reset_at:
-            if self._left <= 0:
-                at = max(at, self._reset_at + RESET_SLACK)
-            elif self._left <= self._limit * FREE_SHARE:
-                gap = (self._reset_at - now) / self._left
-                at = max(at, self._last_send + gap)
+        if self._limit is None:
+            return at
+        if now >= self._reset_at + RESET_SLACK:
+            # A new window: spend its free share, then wait for a response to report it.
+            if self._assumed and self._left <= self._limit * FREE_SHARE:
+                at = max(at, now + RECHECK)
+        elif self._left <= 0:
+            at = max(at, self._reset_at + RESET_SLACK)
+        elif self._left <= self._limit * FREE_SHARE:
+            gap = (self._reset_at + RESET_SLACK - now) / self._left
+            at = max(at, self._last_send + gap)
         return at
 
     def sent(self, now: float) -> None:
         """Count one request going out."""
+        if self._limit is not None and now >= self._reset_at + RESET_SLACK and not self._assumed:
+            self._left, self._assumed = self._limit, True
         self._last_send = now
         self._left -= 1
 
@@ -73,10 +91,11 @@ class RateBudget:
             return
         reset_at = now + (reset_epoch - time.time())
         left = remaining_n - others
-        if self._limit is None or reset_at > self._reset_at + 1.0:
+        if self._limit is None or reset_at > self._reset_at + 0.5:
             self._left = left  # first headers, or a new window
         else:
             self._left = min(self._left, left)
+        self._assumed = False
         self._limit = max(limit_n, 1)
         self._reset_at = max(self._reset_at, reset_at)
 

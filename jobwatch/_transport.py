@@ -9,6 +9,7 @@ leaves this module.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import logging
@@ -115,7 +116,7 @@ class Transport:
         return self._headers
 
     async def fetch_job(self, url: str) -> tuple[Job, str | None]:
-        """GET one job.
+        """GET one job (the caller has counted it with `budget.sent`).
 
         Returns:
             The job, and the `X-Vcap-Request-Id` of the response.
@@ -136,6 +137,7 @@ class Transport:
                 raise refresh_failed(exc, answer) from exc
             if refreshed:
                 log.info("the API answered 401; retrying once with a refreshed token")
+                self.budget.sent(asyncio.get_running_loop().time())
                 headers = await self._auth_headers()
                 status, body, meta = await self._get(url, headers)
         request_id = meta.get("X-Vcap-Request-Id")
@@ -158,11 +160,13 @@ class Transport:
         statistics or rate-limit budget: the UAA is another service.
         """
         session = self._open()
+        # RFC 7617 by hand: aiohttp 3.14 deprecates BasicAuth, 3.13 lacks its successor.
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         try:
             async with session.post(
                 url,
                 data=dict(form),
-                auth=aiohttp.BasicAuth(user, password),
+                headers={"Authorization": f"Basic {basic}"},
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as resp:
@@ -178,7 +182,6 @@ class Transport:
     ) -> tuple[int, bytes, Mapping[str, str]]:
         session = self._open()
         loop = asyncio.get_running_loop()
-        self.budget.sent(loop.time())
         self.in_flight += 1
         error: TransportError | None = None
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jobwatch._ratelimit import RESET_SLACK, RateBudget
+from jobwatch._ratelimit import RECHECK, RESET_SLACK, RateBudget
 
 
 def headers(remaining: int, reset_in: float, limit: int = 100) -> tuple[str, str, str]:
@@ -73,3 +73,16 @@ def test_garbage_headers_are_ignored() -> None:
     budget.observe("x", "y", "z", now=0.0, others=0)
     assert budget.earliest(0.0) <= 0.0
     assert "unknown" in repr(budget)
+
+
+def test_after_the_reset_only_the_free_share_goes_before_new_headers() -> None:
+    """A new window is assumed full, but past its free share we wait for its headers."""
+    budget = RateBudget()
+    budget.observe(*headers(0, 1, limit=10), now=0.0, others=0)
+    now = 1.0 + RESET_SLACK + 0.5
+    sent = 0
+    while budget.earliest(now) <= now:
+        budget.sent(now)
+        sent += 1
+    assert sent == 5
+    assert budget.earliest(now) == now + RECHECK
