@@ -294,8 +294,6 @@ def _ended_words(ended: Counter[str]) -> list[str]:
     words = [f"{ended[COMPLETE]} COMPLETE", f"{ended[FAILED]} FAILED"]
     words.append(f"{ended[TIMED_OUT]} timed out")
     words.append(_plural(ended[ERROR], "error"))
-    if ended[RUNNING]:
-        words.append(f"{ended[RUNNING]} not ended yet")
     return words
 
 
@@ -335,12 +333,8 @@ def problem_line(outcome: Outcome) -> str:
     elif isinstance(error, JobTimeout):
         state = f"last state {job.state}" if job is not None else "no answer seen"
         why = f"did not end within {error.timeout:g} s; {state}"
-    elif error is not None:
+    else:  # an API or transport error (a wait's only other way to end)
         why = str(error)
-    elif job is not None:
-        why = f"state {job.state}"
-    else:  # pragma: no cover - an outcome has a job or an error
-        why = "no answer"
     return f"{kind:<8} {outcome.guid}{operation}: {why}"
 
 
@@ -667,8 +661,7 @@ class Run:
             self.interrupted = await self.interrupt.run(consume())
         finally:
             ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await asyncio.wait([ticker])  # ended, without re-raising its CancelledError
             self.seconds = loop.time() - tally.started
             display.stop()
 
