@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -133,7 +134,7 @@ async def test_single_flight_across_bulk_and_single_waits(cc: FakeCloudControlle
     assert results[0].state == results[1].state == "COMPLETE"
     assert cc.polls(guid) == 6
     times = [r.time for r in cc.requests]
-    assert all(b - a > 0.005 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a > 0.005 for a, b in itertools.pairwise(times))
 
 
 async def test_status_check_joins_a_running_loop_with_a_fresh_poll(
