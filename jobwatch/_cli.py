@@ -202,7 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run X times faster: the jobs' durations, the poll and retry intervals and "
         "the rate-limit window all divided by X (default 1: the real defaults)",
     )
-    demo.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
 
 
@@ -827,22 +826,24 @@ async def cmd_demo(args: argparse.Namespace, output: Output, interrupt: Interrup
     async with scenario.controller() as cc:
         guids = _demo.add_jobs(cc, plans)
         limit = scenario.rate_limit()
-        faults = ", ".join(
+        faults = " and ".join(
             f"{share:.0%} {fault.name.split('_')[-1]}" for fault, share in _demo.FAULTS.items()
         )
         policies = (
-            "the default PollPolicy and RetryPolicy"
+            "default PollPolicy and RetryPolicy"
             if args.speed == 1
-            else f"the default PollPolicy and RetryPolicy, every interval divided by "
-            f"{args.speed:g} (--speed), like the jobs' durations and the rate-limit window"
+            else f"default PollPolicy and RetryPolicy with every interval divided by "
+            f"{args.speed:g}\n  (--speed {args.speed:g}: so are the jobs' durations and the "
+            f"rate-limit window)"
         )
         output.say(
             f"jobwatch demo: {args.jobs} jobs on a fake Cloud Controller at {cc.url}\n"
-            f"  mix: app.delete, space.apply_manifest, service_instance.create and "
-            f"service_bindings.create (broker work in POLLING), {_demo.FAILED_SHARE:.0%} FAILED\n"
-            f"  rate limit {limit.limit} requests per {limit.window:g} s; random faults: "
-            f"{faults} of GETs; {_demo.LATENCY * 1000:.0f} ms per GET\n"
-            f"  waiting with {policies}, max_in_flight 32\n"
+            f"  quick app.delete and space.apply_manifest jobs; service_instance.create and\n"
+            f"  service_bindings.create spending seconds in POLLING; "
+            f"{_demo.FAILED_SHARE:.0%} end FAILED\n"
+            f"  rate limit {limit.limit} requests per {limit.window:g} s; {faults} faults; "
+            f"{_demo.LATENCY * 1000:.0f} ms per GET\n"
+            f"  {policies}, max_in_flight 32\n"
             f"  this takes about {expect:.0f} s"
         )
         delays: list[float] = []
@@ -922,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"jobwatch: error: {exc}", file=stderr)
         return EXIT_USAGE
-    output = Output(json_lines=getattr(args, "json", False), quiet=args.quiet)
+    output = Output(json_lines=getattr(args, "json", False), quiet=getattr(args, "quiet", False))
     _setup_logging(getattr(args, "verbose", 0), stderr)
     try:
         return asyncio.run(_amain(args, output))
