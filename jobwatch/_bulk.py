@@ -14,7 +14,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 from ._errors import JobFailed, JobTimeout, JobwatchError, TransportError
@@ -430,7 +430,7 @@ class Batch:
             self.close()
         return {guid: outcome for guid, outcome in self.outcomes.items() if outcome is not None}
 
-    async def as_completed(self) -> AsyncIterator[Outcome]:
+    async def as_completed(self) -> AsyncGenerator[Outcome, None]:
         """Yield each outcome as its job ends."""
         try:
             remaining = len(self.outcomes)

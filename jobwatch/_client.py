@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -256,7 +256,7 @@ class Client:
 
     def watch_job(
         self, job: str, *, timeout: float | None = DEFAULT_TIMEOUT
-    ) -> AsyncIterator[Job]:
+    ) -> AsyncGenerator[Job, None]:
         """Yield the job each time its state (or `updated_at`) changes.
 
         Ends after the terminal job, which is yielded, FAILED included. Bad
@@ -301,7 +301,7 @@ class Client:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         on_update: Callable[[Job], object] | None = None,
-    ) -> AsyncIterator[Outcome]:
+    ) -> AsyncGenerator[Outcome, None]:
         """Yield each job's `Outcome` as it ends (close the iterator to stop early)."""
         refs = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
@@ -313,7 +313,7 @@ async def _stream(
     refs: dict[str, str],
     timeout: float | None,
     on_update: Callable[[Job], object] | None,
-) -> AsyncIterator[Outcome]:
+) -> AsyncGenerator[Outcome, None]:
     batch = Batch(
         scheduler, refs, until_terminal=True, timeout=timeout, on_update=on_update, streaming=True
     )

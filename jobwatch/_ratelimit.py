@@ -104,4 +104,6 @@ class RateBudget:
         if until > self.paused_until:
             self.paused_seconds += until - max(now, self.paused_until)
             self.paused_until = until
+        # The server says when the budget is back: that ends the window we knew.
         self._left = min(self._left, 0)
+        self._reset_at = min(self._reset_at, until)

@@ -49,7 +49,9 @@ def test_message_names_status_error_and_request_id() -> None:
 
 def test_envelope_served_as_text_plain_is_parsed() -> None:
     """The rate limiter's JSON arrives as text/plain; the content type is not trusted."""
-    body = '{"errors":[{"code":10013,"title":"CF-RateLimitExceeded","detail":"Rate Limit Exceeded"}]}'
+    body = (
+        '{"errors":[{"code":10013,"title":"CF-RateLimitExceeded","detail":"Rate Limit Exceeded"}]}'
+    )
     assert parse_error_body(body) == (
         ErrorDetail(10013, "CF-RateLimitExceeded", "Rate Limit Exceeded"),
     )

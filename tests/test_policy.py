@@ -77,7 +77,8 @@ def test_retry_rules_back_off_and_stop_after_attempts() -> None:
         waits.append(rules.next_wait(state))
     assert waits[-1] is None
     assert all(w is not None and 0.5 <= w <= 4 for w in waits[:-1])
-    assert waits[0] is not None and waits[0] <= 1.0
+    assert waits[0] is not None
+    assert waits[0] <= 1.0
 
 
 def test_policies_are_frozen() -> None:

@@ -86,3 +86,12 @@ def test_after_the_reset_only_the_free_share_goes_before_new_headers() -> None:
         sent += 1
     assert sent == 5
     assert budget.earliest(now) == now + RECHECK
+
+
+def test_retry_after_ends_the_known_window_early() -> None:
+    """A 429's Retry-After is the authority: the budget is back then, not at the old reset."""
+    budget = RateBudget()
+    budget.observe(*headers(30, 3600), now=0.0, others=0)
+    budget.pause(2.0, now=0.0)
+    assert budget.earliest(1.0) == 2.0 + RESET_SLACK
+    assert budget.earliest(2.0 + RESET_SLACK) <= 2.0 + RESET_SLACK
