@@ -11,7 +11,7 @@ import shutil
 import ssl
 import subprocess
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,26 @@ def test_incomplete_login_says_which_cf_command_to_run(
         jobwatch.Client.from_cf_config()
 
 
+@pytest.mark.parametrize(
+    "content", ["{not json", "[1, 2]", "\udcff"], ids=["json", "list", "bytes"]
+)
+def test_unreadable_config_at_an_explicit_path_says_to_run_cf_login(
+    tmp_path: Path, content: str
+) -> None:
+    """A broken file given by path is a ConfigError naming the file and the fix."""
+    path = tmp_path / "config.json"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(jobwatch.ConfigError, match="cf login") as caught:
+        jobwatch.Client.from_cf_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_token_must_be_a_string_or_a_callable() -> None:
+    """Anything else is a programming error, caught when the client is built."""
+    with pytest.raises(TypeError, match="token"):
+        jobwatch.Client("https://api.example.org", token=42)  # type: ignore[arg-type]
+
+
 def test_missing_login_says_to_run_cf_login(cf_home: Path) -> None:
     """No config file at all: ConfigError telling to log in."""
     with pytest.raises(jobwatch.ConfigError, match="cf login"):
@@ -442,7 +462,8 @@ async def test_a_token_endpoint_answer_without_a_token_is_unauthorized(
     assert caught.value.errors[-1].title == "UAA"
 
 
-async def test_provider_object_with_refresh_is_asked_once_per_401() -> None:
+@pytest.mark.parametrize("is_async", [True, False], ids=["async-refresh", "sync-refresh"])
+async def test_provider_object_with_refresh_is_asked_once_per_401(is_async: bool) -> None:
     """Any object with `__call__` and `refresh()` works: 100 waits hit 401, one refresh."""
 
     class Vault:
@@ -453,10 +474,10 @@ async def test_provider_object_with_refresh_is_asked_once_per_401() -> None:
         def __call__(self) -> str:
             return self.value
 
-        async def refresh(self) -> None:
+        def refresh(self) -> Awaitable[None] | None:
             self.refreshes += 1
-            await asyncio.sleep(0.01)  # while others pile up on the 401
             self.value = LIVE
+            return asyncio.sleep(0.01) if is_async else None  # others pile up on the 401
 
     async with FakeCloudController(token=LIVE) as cc:
         guids = cc.add_jobs(100, states=("COMPLETE",))
