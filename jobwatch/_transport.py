@@ -238,6 +238,10 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, url: str) -> b
                 url=url,
             )
         return b""
+    if length is not None and "Content-Encoding" not in resp.headers:
+        # The framing bounds what read() returns: one call, no chunk loop. A
+        # compressed body could inflate past its length, so it takes the loop.
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     while chunk := await resp.content.readany():

@@ -471,3 +471,16 @@ async def test_missing_cf_login_is_a_config_error(
     monkeypatch.setenv("CF_HOME", str(tmp_path))
     with pytest.raises(jobwatch.ConfigError, match="cf login"):
         await jobwatch.wait_for_job("abc")
+
+
+async def test_compressed_body_cannot_inflate_past_the_limit(
+    cc: FakeCloudController, cf: jobwatch.Client
+) -> None:
+    """A small gzip body that inflates past 1 MiB is refused, not read whole."""
+    import gzip
+
+    guid = cc.add_job()
+    bomb = gzip.compress(b'{"guid": "x", "state": "COMPLETE", "pad": "' + b" " * 4_000_000)
+    cc.inject(guid, FakeResponse(body=bomb, headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(jobwatch.MalformedResponse, match="more than"):
+        await cf.get_job(guid)
