@@ -115,7 +115,8 @@ def _parse_datetime(value: Any, _: object) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be a string, not {value!r}")
-    parsed = datetime.fromisoformat(value)
+    # RFC 3339 (the schema's date-time) allows a lower-case "t" and "z"; fromisoformat does not.
+    parsed = datetime.fromisoformat(value.upper())
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp has no time zone: {value!r}")
     return parsed
