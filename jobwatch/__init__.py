@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from ._auth import RefreshableTokenProvider, TokenProvider, UAATokenProvider
 from ._bulk import ClientClosed
@@ -40,8 +40,8 @@ from ._models import ErrorDetail, Job, JobState, JobWarning, Link, Outcome
 from ._policy import PollPolicy, RetryPolicy
 
 try:
-    __version__ = version("jobwatch")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("jobwatch")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
