@@ -168,8 +168,9 @@ class JobPoll:
         server_wait = error.retry_after if isinstance(error, ApiError) else None
         if server_wait is not None:
             wait = max(wait, server_wait)
-            # Never wait past a caller's deadline: give that caller the error now.
-            late = [waiter for waiter in self.waiters if now + server_wait > waiter.deadline]
+            # Never wait past a caller's deadline: give that caller the error now. A deadline
+            # already gone is its timer's to report (JobTimeout), e.g. after Retry-After: 0.
+            late = [w for w in self.waiters if now < w.deadline < now + server_wait]
             for waiter in late:
                 self.waiters.remove(waiter)
                 waiter.finish(self.last, error)
