@@ -192,6 +192,9 @@ class Transport:
                 limit = MAX_BODY if status == 200 else MAX_ERROR_BODY
                 body = await _read_bounded(resp, limit, url)
                 meta = resp.headers
+        except MalformedResponse:
+            self.statuses[status] += 1  # answered, if too large to read: count it all the same
+            raise
         except (TimeoutError, aiohttp.ClientError) as exc:
             self.statuses["error"] += 1
             error = map_exception(exc, url)

@@ -333,6 +333,7 @@ async def test_huge_body_is_refused_quickly_with_bounded_memory(
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
+        assert cf.stats.by_status == {200: 1}  # refused, but an answer: counted
     assert caught.value.status == 200
     assert elapsed < 0.5
     assert peak < 4 * 1024 * 1024
