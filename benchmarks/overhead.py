@@ -142,7 +142,8 @@ async def _measure(
 
 def run(quick: bool, progress: Progress) -> Section:
     """Measure, profile, and write the section."""
-    n, rounds, profile_rounds = (300, 3, 1) if quick else (3000, 9, 3)
+    # Many short rounds: a burst of load from elsewhere on the machine spoils few pairs.
+    n, rounds, profile_rounds = (300, 3, 1) if quick else (1000, 25, 3)
     with ServerProcess() as server:
         guids = server.add_same(n, [(0.0, "PROCESSING")])
         before = server.requests()
@@ -177,6 +178,13 @@ def run(quick: bool, progress: Progress) -> Section:
         f"{CONCURRENCY} requests in flight at most, over a warm connection pool. "
         "CPU is `time.process_time()` of the client process divided by the number "
         f"of requests. The server saw {sent} GETs for {expected} expected."
+    )
+    best = min(cpu["get_jobs"]) / min(cpu["raw"])
+    section.add(
+        f"Other processes share the machine, so rounds vary; the ratio of each variant's "
+        f"best (lowest-CPU) round, which such load can only spoil, is {best:.2f}x for "
+        f"`get_jobs` and {min(cpu['get_job loop']) / min(cpu['raw']):.2f}x for the "
+        "`get_job` loop."
     )
     section.add()
     section.table(
@@ -243,6 +251,7 @@ def run(quick: bool, progress: Progress) -> Section:
         "wall_s": wall,
         "ratio_get_jobs": bulk_ratio.values,
         "ratio_get_job_loop": loop_ratio.values,
+        "ratio_best_get_jobs": best,
         "requests_sent": sent,
         "requests_expected": expected,
         "profile_groups": {"raw": raw_groups, "get_jobs": jw_groups},

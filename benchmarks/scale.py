@@ -212,17 +212,17 @@ def run(quick: bool, progress: Progress) -> Section:
         ],
     )  # fmt: skip
     client_busy = Summary.of([r["client_busy"] for r in finishing])
+    gets = Summary.of([r["requests_per_job"] for r in finishing]).median * n_finish
     section.add(
         f"Wall time {wall.fmt(2, ' s')}. The client's core was busy {client_busy.fmt(2)} "
         f"of it and the server's {busy.fmt(2)} (1.00 = saturated). The ideal counts no "
         f"time for the requests themselves: {n_finish:,} first GETs cannot all go out at "
         "once, so the last jobs start (their clock starts at their first GET) seconds "
         "after the first, and their second poll, due one interval later, waits its turn "
-        "behind the queue; by then most jobs have ended, hence about 2 GETs per job "
+        "behind the queue; by then most jobs have ended, hence the GETs per job above "
         "rather than the 2.5 the schedule alone would give. At "
-        f"{finish_cpu.median:.0f} µs of client CPU per GET, the "
-        f"{n_finish * 2:,} GETs alone cost about "
-        f"{finish_cpu.median * n_finish * 2 / 1e6:.1f} s of the client's core."
+        f"{finish_cpu.median:.0f} µs of client CPU per GET, the {gets:,.0f} GETs alone cost "
+        f"about {finish_cpu.median * gets / 1e6:.1f} s of the client's core."
     )
     section.add()
     section.add(
