@@ -172,7 +172,8 @@ def _describe(policy: jobwatch.PollPolicy) -> str:
         else f"{policy.initial:g} s x{policy.multiplier:g} to {policy.maximum:g} s"
     )
     polling = (
-        f"{policy.polling_initial:g} s x{policy.multiplier:g} to {policy.polling_maximum:g} s"
+        f"{policy.polling_initial:g} s x{policy.polling_multiplier:g} to "
+        f"{policy.polling_maximum:g} s"
     )
     return f"{processing}; POLLING {polling}"
 
@@ -226,12 +227,15 @@ CANDIDATES: list[tuple[str, Schedule]] = [
     (_describe(p) + (" (current)" if p == DEFAULT else ""), jobwatch_schedule(p))
     for p in (
         DEFAULT,
+        jobwatch.PollPolicy(initial=1.0, multiplier=1.5, maximum=15.0),  # the first defaults
         jobwatch.PollPolicy(initial=3.0, maximum=3.0),
         jobwatch.PollPolicy(initial=2.9, multiplier=1.05, maximum=15.0),
-        jobwatch.PollPolicy(initial=2.5, multiplier=1.1, maximum=10.0),
-        jobwatch.PollPolicy(initial=2.0),
-        jobwatch.PollPolicy(initial=2.5),
-        jobwatch.PollPolicy(initial=2.0, polling_initial=10.0, polling_maximum=120.0),
+        jobwatch.PollPolicy(initial=2.0, multiplier=1.25, maximum=15.0),
+        jobwatch.PollPolicy(initial=2.5, multiplier=1.2, maximum=15.0),
+        jobwatch.PollPolicy(initial=3.0, multiplier=1.1, maximum=15.0),
+        jobwatch.PollPolicy(
+            initial=2.0, multiplier=1.5, maximum=15.0, polling_initial=10.0, polling_maximum=120.0
+        ),
     )
 ]
 CANDIDATES.append(
