@@ -38,6 +38,7 @@ class Scheduler:
     def __init__(
         self,
         transport: Transport,
+        jobs_prefix: str,
         *,
         poll: PollPolicy,
         retry: RetryPolicy,
@@ -45,6 +46,7 @@ class Scheduler:
         rng: random.Random | None = None,
     ) -> None:
         self._transport = transport
+        self._prefix = jobs_prefix
         self._policy = poll
         self._rules = RetryRules(retry)
         self._rng = rng or random.Random()
@@ -76,7 +78,7 @@ class Scheduler:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def join(self, guid: str, url: str, waiter: Waiter, *, fresh: bool = False) -> JobPoll:
+    def join(self, guid: str, waiter: Waiter, *, fresh: bool = False) -> JobPoll:
         """Attach a waiter to the guid's poll loop, starting one if needed.
 
         A new loop polls at once; `fresh` (a status check) also pulls an existing
@@ -86,7 +88,7 @@ class Scheduler:
             raise RuntimeError("this jobwatch client is closed")
         poll = self._polls.get(guid)
         if poll is None:
-            poll = self._polls[guid] = JobPoll(guid, url)
+            poll = self._polls[guid] = JobPoll(guid)
             poll.add(waiter)
             self._push(poll, self.loop.time())
         else:
@@ -153,7 +155,8 @@ class Scheduler:
     async def _poll_once(self, poll: JobPoll) -> None:
         loop = self.loop
         try:
-            job, request_id = await self._transport.fetch_job(poll.url)
+            # Built per request rather than kept: one string less per waiting job.
+            job, request_id = await self._transport.fetch_job(self._prefix + poll.guid)
         except BaseException as exc:
             self._release(poll)
             error: BaseException = exc
@@ -163,7 +166,7 @@ class Scheduler:
                     raise
                 # Nobody cancelled this fetch: something below raised CancelledError
                 # on its own. The waiters were not cancelled: count a failed attempt.
-                error = TransportError("the request was aborted", url=poll.url)
+                error = TransportError("the request was aborted", url=self._prefix + poll.guid)
             elif not isinstance(exc, Exception):
                 raise
             if isinstance(error, JobwatchError):
@@ -276,7 +279,6 @@ class _End:
 async def run_single(
     scheduler: Scheduler,
     guid: str,
-    url: str,
     *,
     timeout: float | None,
     until_terminal: bool,
@@ -286,7 +288,7 @@ async def run_single(
     future: asyncio.Future[Job] = loop.create_future()
     deadline = INF if timeout is None else loop.time() + timeout
     waiter = _Single(future, deadline, until_terminal)
-    poll = scheduler.join(guid, url, waiter, fresh=not until_terminal)
+    poll = scheduler.join(guid, waiter, fresh=not until_terminal)
     timer = None
     if timeout is not None:
         timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
@@ -304,14 +306,14 @@ def _expire_single(scheduler: Scheduler, poll: JobPoll, waiter: _Single, timeout
 
 
 async def run_watch(
-    scheduler: Scheduler, guid: str, url: str, *, timeout: float | None
+    scheduler: Scheduler, guid: str, *, timeout: float | None
 ) -> AsyncGenerator[Job, None]:
     """Yield the job at each observed change; end after the terminal one."""
     loop = scheduler.loop
     queue: asyncio.Queue[Job | _End] = asyncio.Queue()
     deadline = INF if timeout is None else loop.time() + timeout
     waiter = _Single(loop.create_future(), deadline, True, queue)
-    poll = scheduler.join(guid, url, waiter)
+    poll = scheduler.join(guid, waiter)
     timer = None
     if timeout is not None:
         timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
@@ -366,7 +368,7 @@ class Batch:
     def __init__(
         self,
         scheduler: Scheduler,
-        refs: dict[str, str],
+        guids: Iterable[str],
         *,
         until_terminal: bool,
         timeout: float | None,
@@ -380,17 +382,17 @@ class Batch:
         self.timeout = timeout
         self.on_update = on_update
         self.deadline = INF if timeout is None else loop.time() + timeout
-        self.outcomes: dict[str, Outcome | None] = dict.fromkeys(refs)
-        self.pending = len(refs)
+        self.outcomes: dict[str, Outcome | None] = dict.fromkeys(guids)
+        self.pending = len(self.outcomes)
         self.done: asyncio.Future[None] = loop.create_future()
         self.ready: deque[Outcome] = deque()
         self._ready_event = asyncio.Event()
         self._members: list[_Member] = []
         self._timer = None if timeout is None else loop.call_at(self.deadline, self.expire)
-        for guid, url in refs.items():
+        for guid in self.outcomes:  # duplicates collapsed, input order kept
             member = _Member(self)
             self._members.append(member)
-            member.poll = scheduler.join(guid, url, member, fresh=not until_terminal)
+            member.poll = scheduler.join(guid, member, fresh=not until_terminal)
         if not self.pending and not self.done.done():
             self.done.set_result(None)
 
@@ -442,11 +444,3 @@ class Batch:
                 yield self.ready.popleft()
         finally:
             self.close()
-
-
-def unique(refs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Collapse duplicate guids, keeping the first occurrence's place."""
-    out: dict[str, str] = {}
-    for guid, url in refs:
-        out.setdefault(guid, url)
-    return out

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import attrs
 
 from ._auth import Credentials, Token, UAATokenProvider, read_cf_config
-from ._bulk import Batch, Scheduler, run_single, run_watch, unique
+from ._bulk import Batch, Scheduler, run_single, run_watch
 from ._errors import JobFailed
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
@@ -110,7 +110,12 @@ class Client:
         if isinstance(token, UAATokenProvider):
             token._attach(self._transport.post_form)
         self._scheduler = Scheduler(
-            self._transport, poll=poll, retry=retry, max_in_flight=max_in_flight, rng=rng
+            self._transport,
+            self._api.jobs_prefix,
+            poll=poll,
+            retry=retry,
+            max_in_flight=max_in_flight,
+            rng=rng,
         )
         self.max_in_flight = max_in_flight
         self.poll_policy = poll
@@ -196,14 +201,15 @@ class Client:
         if self._closed:
             raise RuntimeError("this jobwatch client is closed; make a new one")
 
-    def _resolve(self, job: str) -> tuple[str, str]:
+    def _resolve(self, job: str) -> str:
+        """The guid of a job reference; refused before any request if bad."""
         self._check_open()
-        return self._api.resolve(job)
+        return self._api.resolve(job)[0]
 
-    def _resolve_all(self, jobs: Iterable[str]) -> dict[str, str]:
+    def _resolve_all(self, jobs: Iterable[str]) -> list[str]:
         if isinstance(jobs, str):
             raise TypeError("jobs must be an iterable of guids or URLs, not one string")
-        return unique(self._resolve(job) for job in jobs)
+        return [self._resolve(job) for job in jobs]
 
     async def get_job(self, job: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> Job:
         """Fetch a job once (transient failures retried).
@@ -213,9 +219,9 @@ class Client:
             ApiError, TransportError, MalformedResponse: the fetch failed.
             JobTimeout: no answer within `timeout`.
         """
-        guid, url = self._resolve(job)
+        guid = self._resolve(job)
         timeout = _check_timeout(timeout)
-        return await run_single(self._scheduler, guid, url, timeout=timeout, until_terminal=False)
+        return await run_single(self._scheduler, guid, timeout=timeout, until_terminal=False)
 
     async def wait_for_job(
         self,
@@ -236,14 +242,12 @@ class Client:
             JobTimeout: the deadline passed; carries the last job seen.
             InvalidJobReference, ApiError, TransportError, MalformedResponse.
         """
-        guid, url = self._resolve(job)
+        guid = self._resolve(job)
         timeout = _check_timeout(timeout)
         if on_update is None:
-            return await run_single(
-                self._scheduler, guid, url, timeout=timeout, until_terminal=True
-            )
+            return await run_single(self._scheduler, guid, timeout=timeout, until_terminal=True)
         last: Job | None = None
-        async with aclosing(run_watch(self._scheduler, guid, url, timeout=timeout)) as jobs:
+        async with aclosing(run_watch(self._scheduler, guid, timeout=timeout)) as jobs:
             async for last in jobs:
                 result = on_update(last)
                 if inspect.isawaitable(result):
@@ -262,17 +266,17 @@ class Client:
         Ends after the terminal job, which is yielded, FAILED included. Bad
         references are refused here, before any request.
         """
-        guid, url = self._resolve(job)
+        guid = self._resolve(job)
         timeout = _check_timeout(timeout)
-        return run_watch(self._scheduler, guid, url, timeout=timeout)
+        return run_watch(self._scheduler, guid, timeout=timeout)
 
     async def get_jobs(
         self, jobs: Iterable[str], *, timeout: float | None = DEFAULT_TIMEOUT
     ) -> dict[str, Outcome]:
         """Check many jobs once, concurrently; keyed by guid in input order."""
-        refs = self._resolve_all(jobs)
+        guids = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
-        batch = Batch(self._scheduler, refs, until_terminal=False, timeout=timeout)
+        batch = Batch(self._scheduler, guids, until_terminal=False, timeout=timeout)
         return await batch.results()
 
     async def wait_for_jobs(
@@ -288,10 +292,10 @@ class Client:
             An `Outcome` per unique guid, in input order. FAILED jobs carry
             `JobFailed`, late ones `JobTimeout`, others the error they met.
         """
-        refs = self._resolve_all(jobs)
+        guids = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
         batch = Batch(
-            self._scheduler, refs, until_terminal=True, timeout=timeout, on_update=on_update
+            self._scheduler, guids, until_terminal=True, timeout=timeout, on_update=on_update
         )
         return await batch.results()
 
@@ -303,19 +307,19 @@ class Client:
         on_update: Callable[[Job], object] | None = None,
     ) -> AsyncGenerator[Outcome, None]:
         """Yield each job's `Outcome` as it ends (close the iterator to stop early)."""
-        refs = self._resolve_all(jobs)
+        guids = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
-        return _stream(self._scheduler, refs, timeout, on_update)
+        return _stream(self._scheduler, guids, timeout, on_update)
 
 
 async def _stream(
     scheduler: Scheduler,
-    refs: dict[str, str],
+    guids: list[str],
     timeout: float | None,
     on_update: Callable[[Job], object] | None,
 ) -> AsyncGenerator[Outcome, None]:
     batch = Batch(
-        scheduler, refs, until_terminal=True, timeout=timeout, on_update=on_update, streaming=True
+        scheduler, guids, until_terminal=True, timeout=timeout, on_update=on_update, streaming=True
     )
     async with aclosing(batch.as_completed()) as outcomes:
         async for outcome in outcomes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
 from typing import Protocol
 
 import tenacity
@@ -72,27 +71,16 @@ class RetryRules:
 class JobPoll:
     """One guid's poll loop: the last job seen, its schedule, and who waits on it."""
 
-    __slots__ = (
-        "_delays",
-        "_retry",
-        "closed",
-        "guid",
-        "last",
-        "seq",
-        "task",
-        "url",
-        "waiters",
-    )
+    __slots__ = ("_retry", "_step", "closed", "guid", "last", "seq", "task", "waiters")
 
-    def __init__(self, guid: str, url: str) -> None:
+    def __init__(self, guid: str) -> None:
         self.guid = guid
-        self.url = url
         self.last: Job | None = None
         self.waiters: list[Waiter] = []
         self.seq = -1
         self.task: object | None = None
         self.closed = False
-        self._delays: Iterator[float] | None = None
+        self._step = 0  # how far into the current state's schedule
         self._retry: tenacity.RetryCallState | None = None
 
     def __repr__(self) -> str:
@@ -146,9 +134,10 @@ class JobPoll:
                 waiter.finish(job, None)
         if not self.waiters:
             return None
-        if state_changed or self._delays is None:
-            self._delays = policy.delays(job.state, rng)
-        return now + next(self._delays)
+        if state_changed:
+            self._step = 0
+        self._step += 1
+        return now + policy.interval(job.state, self._step - 1, rng)
 
     def failed(self, error: BaseException, now: float, rules: RetryRules) -> float | None:
         """Take a failed attempt; return when to try again, or None when the loop is over."""
