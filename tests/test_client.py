@@ -484,3 +484,18 @@ async def test_compressed_body_cannot_inflate_past_the_limit(
     cc.inject(guid, FakeResponse(body=bomb, headers={"Content-Encoding": "gzip"}))
     with pytest.raises(jobwatch.MalformedResponse, match="more than"):
         await cf.get_job(guid)
+
+
+async def test_closing_the_client_ends_waits_with_client_closed(cc: FakeCloudController) -> None:
+    """Waits still going when the client closes end with ClientClosed, not a hang."""
+    guid, other = cc.add_jobs(2, states=("PROCESSING",))
+    cf = fast_client(cc.url, token=TOKEN)
+    single = asyncio.ensure_future(cf.wait_for_job(guid, timeout=5))
+    bulk = asyncio.ensure_future(cf.wait_for_jobs([guid, other], timeout=5))
+    while cc.polls(guid) < 2:
+        await asyncio.sleep(0.001)
+    await cf.aclose()
+    with pytest.raises(jobwatch.ClientClosed):
+        await single
+    outcomes = await bulk
+    assert all(isinstance(o.error, jobwatch.ClientClosed) for o in outcomes.values())
