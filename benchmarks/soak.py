@@ -1,15 +1,4 @@
-"""The soak run: 20,000 jobs through 10 % random faults, every outcome and request accounted for.
-
-Run it as `python -m benchmarks.soak` (a few minutes; not part of the test
-suite). The fake Cloud Controller runs in a child process. Every job gets a
-plan drawn at random (seeded): its answers in order, each preceded by a fault
-with probability 0.1, injected with `FakeCloudController.inject`. Because the
-plan is known, so is the one right outcome of every job, and the number of
-GETs the server must see for it; the run checks both, job by job, reconciles
-the client's request count with the server's, watches memory across rounds,
-and turns every warning into an error. The figures are printed and written to
-`benchmarks/SOAK.md`.
-"""
+"""The soak run (`python -m benchmarks.soak`): 20,000 jobs through 10 % random faults."""
 
 from __future__ import annotations
 
@@ -40,8 +29,8 @@ from jobwatch.testing import FakeCloudController, FakeResponse, Fault
 REPORT = Path(__file__).with_name("SOAK.md")
 TOKEN = "soak-token"
 FAULT_RATE = 0.10
-#: A fault that needs no retry-after pause of the whole client; 429 comes with Retry-After: 0.
-#: Each: (what the fake serves, the error once retries are spent, transient?).
+#: The mix, each: (what the fake serves, the error once retries are spent, transient?).
+#: `Fault.RATE_LIMITED_429` is left out: its Retry-After: 1 would pause the whole client.
 FAULTS: dict[str, tuple[FakeResponse | Fault, type[jobwatch.JobwatchError], bool]] = {
     "reset": (Fault.RESET, jobwatch.TransportError, True),
     "reset_mid_body": (Fault.RESET_MID_BODY, jobwatch.TransportError, True),
@@ -275,11 +264,11 @@ class Round:
     seconds: float
     traced: int  #: tracemalloc's current bytes after the round, results dropped
     peak: int
-    rss: int
+    rss: int  #: resident memory, less tracemalloc's own bookkeeping
 
 
 async def run_round(
-    cf: jobwatch.Client, guids: list[str], singles: int
+    cf: jobwatch.Client, guids: list[str], *, singles: int
 ) -> dict[str, jobwatch.Outcome]:
     """Most jobs through one bulk wait, the rest through single waits, all at once."""
 
@@ -309,7 +298,49 @@ def check(outcome: jobwatch.Outcome, want: Expected) -> str | None:
     return None
 
 
+@attrs.define
+class Tally:
+    """What the rounds add up to: every figure that needs no job to stay in memory."""
+
+    wrong: list[str] = attrs.Factory(list)
+    outcomes: Counter[str] = attrs.Factory(Counter)
+    faults: Counter[str] = attrs.Factory(Counter)
+    server_gets: int = 0
+    expected_gets: int = 0
+    mismatched_gets: int = 0
+    resends: int = 0
+
+    def add(self, outcome: jobwatch.Outcome, want: Expected, served: int) -> None:
+        problem = check(outcome, want)
+        if problem:
+            self.wrong.append(problem)
+        error = outcome.error
+        self.outcomes["COMPLETE" if error is None else type(error).__name__] += 1
+        self.faults.update(want.faults)
+        self.server_gets += served
+        self.expected_gets += want.gets
+        self.mismatched_gets += served != want.gets
+        self.resends += want.resends
+
+
+async def play_round(
+    cf: jobwatch.Client, server: Server, rng: random.Random, jobs: int, tally: Tally
+) -> float:
+    """Plan, serve, wait on and check one round of jobs; return its seconds."""
+    plans = [make_plan(rng) for _ in range(jobs)]
+    guids: list[str] = server.call(op="add", plans=plans)["guids"]
+    wants = [expect(plan, RETRY.attempts) for plan in plans]
+    started = time.monotonic()
+    outcomes = await run_round(cf, guids, singles=jobs // 5)
+    seconds = time.monotonic() - started
+    polls = server.call(op="stats", guids=guids)["polls"]
+    for guid, want, served in zip(guids, wants, polls, strict=True):
+        tally.add(outcomes[guid], want, served)
+    return seconds
+
+
 async def soak(jobs: int, rounds: int, seed: int, log: Any) -> dict[str, Any]:
+    """Run the rounds through one client; measure memory between them, with no job held."""
     rng = random.Random(seed)
     server = Server()
     retries_logged = Counter[str]()
@@ -318,12 +349,7 @@ async def soak(jobs: int, rounds: int, seed: int, log: Any) -> dict[str, Any]:
     jobwatch_log.addHandler(handler)
     jobwatch_log.propagate = False
     per_round = jobs // rounds
-    singles = per_round // 5
-    wrong: list[str] = []
-    outcome_counts: Counter[str] = Counter()
-    fault_counts: Counter[str] = Counter()
-    server_gets = expected_gets = resends = 0
-    mismatched_gets = 0
+    tally = Tally()
     history: list[Round] = []
     started = time.monotonic()
     try:
@@ -336,35 +362,19 @@ async def soak(jobs: int, rounds: int, seed: int, log: Any) -> dict[str, Any]:
             rng=random.Random(seed),
         ) as cf:
             for index in range(rounds):
-                plans = [make_plan(rng) for _ in range(per_round)]
-                guids: list[str] = server.call(op="add", plans=plans)["guids"]
-                wants = {g: expect(p, RETRY.attempts) for g, p in zip(guids, plans, strict=True)}
-                del plans
-                round_started = time.monotonic()
                 tracemalloc.reset_peak()
-                outcomes = await run_round(cf, guids, singles)
-                seconds = time.monotonic() - round_started
-                polls = server.call(op="stats", guids=guids)["polls"]
-                for guid, served in zip(guids, polls, strict=True):
-                    want = wants[guid]
-                    problem = check(outcomes[guid], want)
-                    if problem:
-                        wrong.append(problem)
-                    error = outcomes[guid].error
-                    outcome_counts["COMPLETE" if error is None else type(error).__name__] += 1
-                    fault_counts.update(want.faults)
-                    server_gets += served
-                    expected_gets += want.gets
-                    resends += want.resends
-                    mismatched_gets += served != want.gets
-                del outcomes, wants, guids, polls, want, error, guid, served
+                seconds = await play_round(cf, server, rng, per_round, tally)
+                # asyncio drops its last references to finished tasks (and so to their
+                # results) over the next loop iterations: let it, then measure.
+                await asyncio.sleep(0.1)
                 gc.collect()
                 traced, peak = tracemalloc.get_traced_memory()
-                history.append(Round(per_round, seconds, traced, peak, _rss()))
+                rss = _rss() - tracemalloc.get_tracemalloc_memory()
+                history.append(Round(per_round, seconds, traced, peak, rss))
                 log(
                     f"round {index + 1}/{rounds}: {per_round} jobs in {seconds:.1f} s, "
                     f"traced {traced / 2**20:.1f} MiB (peak {peak / 2**20:.1f}), "
-                    f"RSS {history[-1].rss / 2**20:.0f} MiB, {len(wrong)} wrong so far"
+                    f"RSS {rss / 2**20:.0f} MiB, {len(tally.wrong)} wrong so far"
                 )
             stats = cf.stats
         final = server.call(op="stats", guids=[])
@@ -376,18 +386,19 @@ async def soak(jobs: int, rounds: int, seed: int, log: Any) -> dict[str, Any]:
         "jobs": per_round * rounds,
         "rounds": history,
         "seconds": time.monotonic() - started,
-        "wrong": wrong,
-        "outcomes": outcome_counts,
-        "faults": fault_counts,
+        "wrong": tally.wrong,
+        "outcomes": tally.outcomes,
+        "faults": tally.faults,
         "faults_by_server": final["faults"],
-        "server_gets": server_gets,
-        "expected_gets": expected_gets,
-        "mismatched_gets": mismatched_gets,
-        "resends": resends,
+        "server_gets": tally.server_gets,
+        "expected_gets": tally.expected_gets,
+        "mismatched_gets": tally.mismatched_gets,
+        "resends": tally.resends,
         "client_requests": stats.requests,
         "by_status": stats.by_status,
         "retries": stats.retries,
-        "retry_warnings": sum(retries_logged.values()),
+        "retry_warnings": retries_logged["jobwatch WARNING"],
+        "jobwatch_errors": sum(retries_logged.values()) - retries_logged["jobwatch WARNING"],
         "server_logged": final["logged"],
         "server_log_lines": sum(final["logged"].values()),
         "server_in_flight": final["in_flight"],
@@ -396,7 +407,11 @@ async def soak(jobs: int, rounds: int, seed: int, log: Any) -> dict[str, Any]:
     }
 
 
-def render(figures: dict[str, Any], *, seed: int) -> str:
+#: Growth of traced memory from the first round's end to the last's that still counts as flat.
+FLAT = 256 * 1024
+
+
+def render(figures: dict[str, Any], *, seed: int, healthy: bool) -> str:
     """The Markdown report."""
     rounds: list[Round] = figures["rounds"]
     first, last = rounds[0], rounds[-1]
@@ -407,15 +422,18 @@ def render(figures: dict[str, Any], *, seed: int) -> str:
         "# Soak run",
         "",
         f"Written by `python -m benchmarks.soak` on {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, "
-        f"Python {platform.python_version()}, jobwatch {jobwatch.__version__}, seed {seed}.",
+        f"Python {platform.python_version()}, jobwatch {jobwatch.__version__}, seed {seed}. "
+        f"Every check passed: **{'yes' if healthy else 'NO'}**.",
         "",
         f"{figures['jobs']:,} jobs in {len(rounds)} rounds through one `Client` "
         "(each round: one `wait_for_jobs` over 80 % of its jobs and a `wait_for_job` each "
         "for the rest, all at once), against `FakeCloudController` in its own process. "
         "Every job has a random plan: up to three PROCESSING answers, then COMPLETE (or "
         f"FAILED, 1 in 10), each answer preceded by a fault with probability {FAULT_RATE:g} "
-        "(again and again: faults come in runs), the fault drawn evenly from the "
-        f"{len(FAULTS)} kinds below. `RetryPolicy(attempts={RETRY.attempts})`, "
+        "(and that fault by another with the same probability: faults come in runs), drawn "
+        f"evenly from the {len(FAULTS)} kinds below and injected in order with "
+        "`FakeCloudController.inject`, so the right outcome of every job, and the GETs it "
+        f"takes, follow from its plan. `RetryPolicy(attempts={RETRY.attempts})`, "
         f"`request_timeout={REQUEST_TIMEOUT:g}`; Python warnings are errors in both processes.",
         "",
         "| figure | value |",
@@ -429,41 +447,49 @@ def render(figures: dict[str, Any], *, seed: int) -> str:
         f"| client requests (`Client.stats.requests`) | {figures['client_requests']:,} |",
         f"| server GETs - client requests | {total_gets - figures['client_requests']:,} |",
         f"| resends by aiohttp after a reset (from the plans) | {figures['resends']:,} |",
-        f"| retries (`Client.stats.retries`) | {figures['retries']:,} |",
-        f"| traced memory after round 1 / round {len(rounds)} | "
-        f"{first.traced / 2**20:.2f} / {last.traced / 2**20:.2f} MiB "
-        f"({growth / 2**10:+.0f} KiB) |",
-        f"| traced peak, first / last round | {first.peak / 2**20:.1f} / "
+        f"| retries (`Client.stats.retries`; retry WARNINGs logged) | {figures['retries']:,} "
+        f"({figures['retry_warnings']:,}) |",
+        f"| traced memory after round 1 / round {len(rounds)} | {first.traced / 2**10:,.0f} / "
+        f"{last.traced / 2**10:,.0f} KiB ({growth / 2**10:+,.0f} KiB: "
+        f"{'flat' if abs(growth) < FLAT else 'NOT flat'}) |",
+        f"| traced peak during a round, first / last | {first.peak / 2**20:.1f} / "
         f"{last.peak / 2**20:.1f} MiB |",
-        f"| RSS after round 1 / round {len(rounds)} | {first.rss / 2**20:.0f} / "
-        f"{last.rss / 2**20:.0f} MiB |",
-        f"| warnings (jobwatch's retry WARNINGs aside) | {figures['warnings']} |",
-        f"| aiohttp / asyncio log lines in the server | {figures['server_log_lines']} |",
+        f"| RSS (less tracemalloc's own) after round 1 / round {len(rounds)} | "
+        f"{first.rss / 2**20:.0f} / {last.rss / 2**20:.0f} MiB |",
+        f"| Python warnings, unraisable exceptions | {figures['warnings']} |",
+        f"| jobwatch log records above WARNING | {figures['jobwatch_errors']} |",
+        f"| aiohttp / asyncio log records (WARNING+) in the server | "
+        f"{figures['server_log_lines']} |",
         "",
-        "Outcomes (each checked against the job's plan, job by job):",
+        "Outcomes, each checked against its job's plan:",
         "",
         "| outcome | jobs |",
         "|---|---|",
         *(f"| {name} | {n:,} |" for name, n in figures["outcomes"].most_common()),
         "",
-        "Faults served (from the plans; the fake's own count of `Fault` kinds agrees: "
-        f"{'yes' if figures['faults_agree'] else 'NO'}):",
+        "Faults served, from the plans (the fake's own `faults_injected` count of each "
+        f"`Fault` agrees: {'yes' if figures['faults_agree'] else 'NO'}):",
         "",
         "| fault | served |",
         "|---|---|",
         *(f"| `{name}` | {figures['faults'][name]:,} |" for name in FAULTS),
         "",
-        "Reconciliation: the server counts every GET that reaches it; `Client.stats.requests` "
-        "counts jobwatch's requests. They differ by exactly the GETs aiohttp resends on its "
-        "own when a connection is reset before any byte of the answer (idempotent requests, "
-        "once): those are invisible to jobwatch, and the plans say how many there were. "
-        "`Fault.RATE_LIMITED_429` is left out of the mix (its `Retry-After: 1` pauses the "
-        "whole client for a second each time); its path is exercised by `rate_limited(0)`.",
+        "**Reconciliation.** The server counts every GET that reaches it; "
+        "`Client.stats.requests` counts jobwatch's requests. They differ by exactly the GETs "
+        "aiohttp resends by itself, once, when a connection is reset before any byte of the "
+        "answer: invisible to jobwatch, and counted from the plans. "
+        "`Fault.RATE_LIMITED_429` is left out of the mix (its `Retry-After: 1` would pause "
+        "the whole client for a second each time); `FakeResponse.rate_limited(0)` takes the "
+        "same path without the pause.",
         "",
-        "| round | jobs | seconds | traced after (MiB) | traced peak (MiB) | RSS (MiB) |",
+        "**Memory** is measured between rounds, with no job or result held by the soak, after "
+        "a tenth of a second (asyncio lets go of finished tasks over the next loop "
+        "iterations) and a `gc.collect()`.",
+        "",
+        "| round | jobs | seconds | traced after (KiB) | traced peak (MiB) | RSS (MiB) |",
         "|---|---|---|---|---|---|",
         *(
-            f"| {i} | {r.jobs:,} | {r.seconds:.1f} | {r.traced / 2**20:.2f} | "
+            f"| {i} | {r.jobs:,} | {r.seconds:.1f} | {r.traced / 2**10:,.0f} | "
             f"{r.peak / 2**20:.1f} | {r.rss / 2**20:.0f} |"
             for i, r in enumerate(rounds, 1)
         ),
@@ -475,9 +501,12 @@ def render(figures: dict[str, Any], *, seed: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak",
+        description="Soak jobwatch: random faults, every outcome checked; writes SOAK.md.",
+    )
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", type=Path, default=REPORT, help="'-' writes nothing")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -502,10 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, (item, _, _) in FAULTS.items()
         if isinstance(item, Fault)
     )
-    report = render(figures, seed=args.seed)
-    print(report)
-    if str(args.output) != "-":
-        args.output.write_text(report, encoding="utf-8")
+    rounds = figures["rounds"]
     healthy = (
         not figures["wrong"]
         and not figures["mismatched_gets"]
@@ -513,8 +539,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         and not unraisable
         and figures["faults_agree"]
         and figures["server_exit"] == 0
-        and not figures["server_logged"]
+        and not figures["server_log_lines"]
+        and not figures["jobwatch_errors"]
+        and abs(rounds[-1].traced - rounds[0].traced) < FLAT
     )
+    report = render(figures, seed=args.seed, healthy=healthy)
+    print(report)
+    if str(args.output) != "-":
+        args.output.write_text(report, encoding="utf-8")
     return 0 if healthy else 1
 
 
