@@ -344,7 +344,7 @@ class _Waiter:
 
 def test_a_server_wait_at_a_passed_deadline_leaves_it_to_the_timeout() -> None:
     """A 429 answered just after a deadline (Retry-After: 0) is a JobTimeout, not RateLimited."""
-    poll = JobPoll("g", "http://127.0.0.1/v3/jobs/g")
+    poll = JobPoll("g")
     gone, ahead, far = _Waiter(9.999), _Waiter(10.5), _Waiter(20.0)
     for waiter in (gone, ahead, far):
         poll.add(waiter)
