@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -9,11 +10,14 @@ import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import attrs
 import pytest
 
 import jobwatch
 from jobwatch.testing import FakeCloudController, FakeResponse, Fault
+
+from .test_properties import schema_validator
 
 TOKEN = "matrix-token"
 #: Consecutive failed attempts before a transient error is raised, in every row below.
@@ -380,3 +384,45 @@ def test_readme_failure_semantics_is_this_table() -> None:
     section = text.split("## Failure semantics", 1)[1].split("\n## ", 1)[0]
     table = [line for line in section.splitlines() if line.startswith("|")]
     assert table == failure_table(), "\n" + "\n".join(failure_table())
+
+
+# -- what the fake serves in place of a job -------------------------------------------------
+
+
+async def test_error_bodies_the_fake_serves_conform_to_the_schema(
+    cc: FakeCloudController,
+) -> None:
+    """Every JSON error of the table (and the fake's own 401/404) has the controller's shape."""
+    envelope, bare = schema_validator("errors"), schema_validator("error")
+    guid = cc.add_job()
+    answered = (
+        Fault.SERVER_ERROR,
+        Fault.ROUTER_502,
+        Fault.MAINTENANCE_503,
+        Fault.RATE_LIMITED_429,
+    )
+    served = [
+        row.item
+        for row in TABLE
+        if row.probability is None
+        and row.times == 1
+        and (isinstance(row.item, FakeResponse) or row.item in answered)
+    ]
+    cc.inject(guid, *served)
+    checked = 0
+    async with aiohttp.ClientSession() as http:
+        for item in served:
+            async with http.get(cc.job_url(guid)) as response:
+                status, text = response.status, await response.text()
+            assert status >= 400
+            if not text.startswith("{"):
+                continue  # the router's and nginx's plain text
+            body = json.loads(text)
+            (bare if item == FakeResponse.bare_502() else envelope).validate(body)
+            assert body.get("errors") or set(body) == {"code", "title", "detail"}, body
+            checked += 1
+        for headers in ({}, {"Authorization": "bearer wrong"}):
+            async with http.get(cc.job_url("no-such-job"), headers=headers) as response:
+                envelope.validate(await response.json())
+            checked += 1
+    assert checked == 14 + 2  # the JSON errors of the table, then the fake's own two

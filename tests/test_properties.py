@@ -258,8 +258,8 @@ RFC3339 = re.compile(
 )
 
 
-def schema_validator() -> jsonschema.Draft202012Validator:
-    """`job_as_served` of the shared schema, with an RFC 3339 date-time check."""
+def schema_validator(definition: str = "job_as_served") -> jsonschema.Draft202012Validator:
+    """A definition of the shared schema (skip when absent), with an RFC 3339 date-time check."""
     env = os.environ.get("JOBWATCH_SCHEMA")
     path = (
         Path(env)
@@ -269,7 +269,7 @@ def schema_validator() -> jsonschema.Draft202012Validator:
     if not path.is_file():
         pytest.skip(f"schema not found at {path}")
     schema = json.loads(path.read_text(encoding="utf-8"))
-    schema["$ref"] = "#/$defs/job_as_served"
+    schema["$ref"] = f"#/$defs/{definition}"
     checker = jsonschema.FormatChecker()
 
     # jsonschema checks date-time only with an optional extra installed: check it here.
