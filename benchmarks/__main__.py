@@ -30,6 +30,8 @@ BENCHMARKS: dict[str, Callable[[bool, Callable[[str], None]], Section]] = {
     "peer": peer.run,
 }
 REPORT = Path(__file__).with_name("README.md")
+#: Written by `python -m benchmarks.soak` (minutes, so a run of its own); copied in here.
+SOAK = Path(__file__).with_name("SOAK.md")
 PACKAGES = ("jobwatch", "aiohttp", "attrs", "cattrs", "tenacity", "cloudfoundry-client")
 
 
@@ -70,6 +72,9 @@ def render(sections: Sequence[Section], *, quick: bool, pinning: str, seconds: f
     lines += table(["figure", "measured", "target", ""], rows)
     for section in sections:
         lines += ["", f"## {section.title}", "", *section.body]
+    if SOAK.exists() and not quick:
+        soak = [line for line in SOAK.read_text().splitlines() if not line.startswith("# ")]
+        lines += ["", "## Soak (`python -m benchmarks.soak`, copied from SOAK.md)", *soak]
     return "\n".join(lines).rstrip() + "\n"
 
 

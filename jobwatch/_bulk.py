@@ -124,13 +124,15 @@ class Scheduler:
         while True:
             await slots.acquire()
             try:
-                poll = await self._next_due(loop)
+                self._launch(await self._next_due(loop), loop)
             except BaseException:
                 slots.release()
                 raise
-            # Counted here, not when the task runs: the next due poll is paced on it.
-            self._transport.budget.sent(loop.time())
-            poll.task = loop.create_task(self._poll_once(poll))
+
+    def _launch(self, poll: JobPoll, loop: asyncio.AbstractEventLoop) -> None:
+        # Counted here, not when the task runs: the next due poll is paced on it.
+        self._transport.budget.sent(loop.time())
+        poll.task = loop.create_task(self._poll_once(poll))
 
     async def _next_due(self, loop: asyncio.AbstractEventLoop) -> JobPoll:
         heap, budget = self._heap, self._transport.budget
