@@ -219,8 +219,7 @@ def run(quick: bool, progress: Progress) -> Section:
         f"time for the requests themselves: {n_finish:,} first GETs cannot all go out at "
         "once, so the last jobs start (their clock starts at their first GET) seconds "
         "after the first, and their second poll, due one interval later, waits its turn "
-        "behind the queue; by then most jobs have ended, hence the GETs per job above "
-        "rather than the 2.5 the schedule alone would give. At "
+        "behind the queue. At "
         f"{finish_cpu.median:.0f} µs of client CPU per GET, the {gets:,.0f} GETs alone cost "
         f"about {finish_cpu.median * gets / 1e6:.1f} s of the client's core."
     )
