@@ -122,6 +122,8 @@ class Credentials:
                     # We waited on that very attempt, or the token was refused for good.
                     raise copy.copy(error)
             self._attempts += 1
+            header: str | None = None
+            failed: JobwatchError | None = None
             try:
                 method = getattr(self._provider, "refresh", None) if refresh else None
                 if callable(method):
@@ -130,8 +132,19 @@ class Credentials:
                         await result
                 header = await self._ask(self._provider)
             except JobwatchError as exc:
-                self._failure = (rejected, exc)
-                raise
+                failed = exc
+            except Exception as exc:
+                # A provider of the user's own (e.g. an aiohttp call to its UAA) failed.
+                # Transient: the poll backs off and asks again.
+                failed = TransportError(
+                    f"the token provider failed: {type(exc).__name__}: {str(exc)[:200]}"
+                )
+            if failed is not None:
+                # Raised out here, unchained: an aiohttp error keeps its request's
+                # headers, secrets included.
+                self._failure = (rejected, failed)
+                raise failed
+            assert header is not None
             self._failure = None
             self._header = header
             return header != rejected

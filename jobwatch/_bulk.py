@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
 import logging
 import random
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
-from typing import Any
 
 from ._errors import JobFailed, JobTimeout, JobwatchError, TransportError
 from ._models import Job, JobState, Outcome
@@ -132,7 +132,13 @@ class Scheduler:
     def _launch(self, poll: JobPoll, loop: asyncio.AbstractEventLoop) -> None:
         # Counted here, not when the task runs: the next due poll is paced on it.
         self._transport.budget.sent(loop.time())
-        poll.task = loop.create_task(self._poll_once(poll))
+        poll.task = task = loop.create_task(self._poll_once(poll))
+        # Freed when the task ends, however it ends: a task cancelled before its
+        # first step never runs a line of `_poll_once`.
+        task.add_done_callback(self._free_slot)
+
+    def _free_slot(self, _: asyncio.Task[None]) -> None:
+        self._slots.release()
 
     async def _next_due(self, loop: asyncio.AbstractEventLoop) -> JobPoll:
         heap, budget = self._heap, self._transport.budget
@@ -160,7 +166,7 @@ class Scheduler:
             # Built per request rather than kept: one string less per waiting job.
             job, request_id = await self._transport.fetch_job(self._prefix + poll.guid)
         except BaseException as exc:
-            self._release(poll)
+            poll.task = None
             error: BaseException = exc
             if isinstance(exc, asyncio.CancelledError):
                 task = asyncio.current_task()
@@ -178,7 +184,7 @@ class Scheduler:
                 poll.finish_all(error)
                 self._done(poll, None)
             return
-        self._release(poll)
+        poll.task = None
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "job %s state %s attempt %d [request id %s]",
@@ -188,11 +194,6 @@ class Scheduler:
                 request_id,
             )
         self._done(poll, poll.succeeded(job, loop.time(), self._policy, self._rng))
-
-    def _release(self, poll: JobPoll) -> None:
-        if poll.task is not None:
-            poll.task = None
-            self._slots.release()
 
     def _done(self, poll: JobPoll, next_at: float | None) -> None:
         """Schedule the next poll, or retire the loop when it is over."""
@@ -206,6 +207,7 @@ class Scheduler:
             self._push(poll, next_at)
 
     def _dispatcher_done(self, task: asyncio.Task[None]) -> None:
+        self._dispatcher = None  # the next join starts a new one
         if task.cancelled():
             return
         error = task.exception()
@@ -351,8 +353,20 @@ class _Member:
         return self.batch.until_terminal
 
     def update(self, job: Job) -> None:
-        if self.batch.on_update is not None:
-            self.batch.on_update(job)
+        batch = self.batch
+        if batch.on_update is None or batch.failure is not None:
+            return
+        try:
+            result = batch.on_update(job)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(
+                    "a bulk call's on_update must be a plain function: it runs inside "
+                    "the scheduler, which cannot await it"
+                )
+        except Exception as exc:  # the caller's error ends the caller's call, not the poll
+            batch.fail(exc)
 
     def finish(self, job: Job | None, error: BaseException | None) -> None:
         batch, poll = self.batch, self.poll
@@ -374,10 +388,11 @@ class Batch:
         *,
         until_terminal: bool,
         timeout: float | None,
-        on_update: Callable[[Job], Any] | None = None,
+        on_update: Callable[[Job], object] | None = None,
         streaming: bool = False,
     ) -> None:
         loop = scheduler.loop
+        self.failure: BaseException | None = None
         self.streaming = streaming
         self.scheduler = scheduler
         self.until_terminal = until_terminal
@@ -392,6 +407,8 @@ class Batch:
         self._members: list[_Member] = []
         self._timer = None if timeout is None else loop.call_at(self.deadline, self.expire)
         for guid in self.outcomes:  # duplicates collapsed, input order kept
+            if self.failure is not None:
+                break
             member = _Member(self)
             self._members.append(member)
             member.poll = scheduler.join(guid, member, fresh=not until_terminal)
@@ -406,6 +423,18 @@ class Batch:
         self.pending -= 1
         if self.pending == 0 and not self.done.done():
             self.done.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        """The caller's `on_update` raised: the whole call ends with that error."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        if not self.done.done():
+            self.done.set_exception(error)
+            self.done.exception()  # a streaming call never awaits `done`
+        self._ready_event.set()
+        # Later, not now: we are inside a poll loop that is still walking its waiters.
+        self.scheduler.loop.call_soon(self.close)
 
     def expire(self) -> None:
         """The deadline passed: every job still going ends with `JobTimeout`."""
@@ -440,6 +469,8 @@ class Batch:
             remaining = len(self.outcomes)
             while remaining:
                 while not self.ready:
+                    if self.failure is not None:
+                        raise self.failure
                     self._ready_event.clear()
                     await self._ready_event.wait()
                 remaining -= 1

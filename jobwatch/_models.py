@@ -74,7 +74,8 @@ class Job:
     updated_at: datetime | None = None
     errors: tuple[ErrorDetail, ...] = ()
     warnings: tuple[JobWarning, ...] = ()
-    links: Mapping[str, Link] = attrs.field(factory=dict, eq=False, hash=False)
+    # Compared, but left out of the hash: a dict cannot be hashed.
+    links: Mapping[str, Link] = attrs.field(factory=dict, hash=False)
 
     @property
     def is_terminal(self) -> bool:

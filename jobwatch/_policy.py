@@ -22,7 +22,7 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
         raise ValueError(f"{attribute.name} must be in [0, 1), not {value!r}")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PollPolicy:
     """When to poll a job that has not ended yet.
 
@@ -83,7 +83,7 @@ class PollPolicy:
         return value * (rng or _rng).uniform(1 - self.jitter, 1 + self.jitter)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How one poll recovers from transient failures.
 
@@ -104,10 +104,13 @@ class RetryPolicy:
             raise ValueError(f"attempts must be an integer >= 1, not {self.attempts!r}")
 
     def backoff(self) -> tenacity.wait.wait_base:
-        """The tenacity wait strategy for the attempt after a failure."""
-        return tenacity.wait_exponential_jitter(
-            multiplier=self.initial, max=self.maximum, jitter=self.initial
-        )
+        """The tenacity wait strategy for the attempt after a failure.
+
+        Exponential from `initial`, capped at `maximum`, plus up to `initial`
+        of random jitter. Built from strategies every tenacity 9 has.
+        """
+        exponential = tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
+        return exponential + tenacity.wait_random(0, self.initial)
 
     def stop(self) -> tenacity.stop.stop_base:
         """The tenacity stop strategy: give up after `attempts` consecutive failures."""

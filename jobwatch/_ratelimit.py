@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 #: The share of a window's budget spent at full speed before pacing starts:
@@ -10,6 +11,8 @@ FREE_SHARE = 0.5
 #: Slack after the advertised reset before the first request of the new window
 #: (the header has one-second resolution).
 RESET_SLACK = 0.25
+#: The longest window believed (the Cloud Controller's is an hour).
+MAX_WINDOW = 3600.0
 #: While a new window's numbers are not known yet, how often to look again.
 RECHECK = 0.05
 
@@ -89,7 +92,10 @@ class RateBudget:
             limit_n, remaining_n, reset_epoch = int(limit), int(remaining), float(reset)
         except ValueError:
             return
-        reset_at = now + (reset_epoch - time.time())
+        if not math.isfinite(reset_epoch):
+            return
+        # Never believe a window longer than the controller's hour.
+        reset_at = now + min(reset_epoch - time.time(), MAX_WINDOW)
         left = remaining_n - others
         if self._limit is None or reset_at > self._reset_at + 0.5:
             self._left = left  # first headers, or a new window

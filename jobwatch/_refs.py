@@ -56,6 +56,9 @@ class ApiBase:
             raise ConfigError(f"the API URL must be absolute http(s), not {api_url!r}")
         if parts.query or parts.fragment:
             raise ConfigError(f"the API URL must not have a query or fragment: {api_url!r}")
+        if parts.username or parts.password:
+            # It would ride along in every URL, message and repr.
+            raise ConfigError("the API URL must not carry user info; give a token instead")
         if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
             raise ConfigError(
                 f"refusing plain http to {parts.hostname}: the token would travel in clear "

@@ -13,6 +13,7 @@ import base64
 import email.utils
 import json
 import logging
+import math
 import ssl
 import time
 from collections import Counter
@@ -30,6 +31,9 @@ log = logging.getLogger("jobwatch")
 
 #: A job is well under 4 KiB; anything past this is not a job.
 MAX_BODY = 1024 * 1024
+#: The longest a server may make us wait (Retry-After, X-RateLimit-Reset): the
+#: Cloud Controller's rate-limit window is an hour.
+MAX_SERVER_WAIT = 3600.0
 #: Error bodies only feed a message excerpt: keep a little, drop the rest.
 MAX_ERROR_BODY = 64 * 1024
 
@@ -222,7 +226,7 @@ class Transport:
         if wait is None and status == 429:
             reset = meta.get("X-RateLimit-Reset")
             try:
-                wait = max(0.0, float(reset) - time.time()) if reset else None
+                wait = _bounded_wait(float(reset) - time.time()) if reset else None
             except ValueError:
                 wait = None
         if status == 429:
@@ -277,15 +281,25 @@ def _job_from(body: bytes, url: str) -> Job:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Read `Retry-After` as seconds or as an HTTP date; None when absent or unreadable."""
+    """Read `Retry-After` as seconds or as an HTTP date; None when absent or unreadable.
+
+    Capped at `MAX_SERVER_WAIT`: a broken or hostile server must not pause a
+    client for ever.
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return _bounded_wait(float(value))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return _bounded_wait(when.timestamp() - time.time())
+
+
+def _bounded_wait(seconds: float) -> float | None:
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_SERVER_WAIT)

@@ -248,3 +248,49 @@ async def test_stats_count_requests_retries_and_waiting(cc: FakeCloudController)
     assert stats.requests == 3
     assert stats.retries == 1
     assert stats.waiting == 0
+
+
+async def test_leaving_early_gives_every_request_slot_back(cc: FakeCloudController) -> None:
+    """Polls cancelled before their first step still free their slot: nothing hangs later."""
+    quick = cc.add_job(states=("COMPLETE",))
+    never = cc.add_job(states=("PROCESSING",))
+    later = cc.add_job(states=("PROCESSING", "COMPLETE"))
+    async with fast_client(cc.url, max_in_flight=1) as cf:
+        for _ in range(3):
+            async with aclosing(cf.as_completed([quick, never], timeout=5)) as outcomes:
+                async for _outcome in outcomes:
+                    break
+        assert (await cf.wait_for_job(later, timeout=2)).state == "COMPLETE"
+
+
+async def test_failing_bulk_on_update_ends_the_call_with_its_error(
+    cc: FakeCloudController,
+) -> None:
+    """The caller's callback error reaches the caller, and the call's polls stop."""
+    guids = cc.add_jobs(5, states=("PROCESSING",))
+
+    def boom(job: jobwatch.Job) -> None:
+        raise RuntimeError("display broke")
+
+    async with fast_client(cc.url) as cf:
+        with pytest.raises(RuntimeError, match="display broke"):
+            await cf.wait_for_jobs(guids, timeout=5, on_update=boom)
+        await asyncio.sleep(0.01)
+        assert cf.stats.waiting == 0
+        with pytest.raises(RuntimeError, match="display broke"):
+            async for _ in cf.as_completed(guids, timeout=5, on_update=boom):
+                pass
+        await asyncio.sleep(0.01)
+        assert cf.stats.waiting == 0
+
+
+async def test_async_bulk_on_update_is_refused_clearly(cc: FakeCloudController) -> None:
+    """A coroutine function cannot run inside the scheduler: a TypeError says so."""
+    guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
+
+    async def show(job: jobwatch.Job) -> None:
+        pass
+
+    async with fast_client(cc.url) as cf:
+        with pytest.raises(TypeError, match="plain function"):
+            await cf.wait_for_jobs([guid], timeout=5, on_update=show)

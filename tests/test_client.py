@@ -499,3 +499,45 @@ async def test_closing_the_client_ends_waits_with_client_closed(cc: FakeCloudCon
         await single
     outcomes = await bulk
     assert all(isinstance(o.error, jobwatch.ClientClosed) for o in outcomes.values())
+
+
+async def test_failing_token_provider_is_a_retried_transport_error(
+    cc: FakeCloudController,
+) -> None:
+    """A provider's own failure (say, its aiohttp call) is a TransportError, retried."""
+    guid = cc.add_job(states=("COMPLETE",))
+    calls = 0
+
+    async def provider() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise aiohttp.ClientConnectionError("UAA unreachable")
+        return TOKEN
+
+    async with fast_client(cc.url, token=provider) as cf:
+        assert (await cf.get_job(guid)).state == "COMPLETE"
+
+    def broken() -> str:
+        raise aiohttp.ClientConnectionError("UAA unreachable")
+
+    async with fast_client(cc.url, token=broken) as cf:
+        with pytest.raises(jobwatch.TransportError, match="token provider failed") as caught:
+            await cf.get_job(guid)
+    assert caught.value.__context__ is None
+    assert caught.value.__cause__ is None
+
+
+async def test_endless_retry_after_is_capped(cc: FakeCloudController) -> None:
+    """`Retry-After: inf` from a broken server pauses for at most an hour, not for ever."""
+    from jobwatch._transport import MAX_SERVER_WAIT, parse_retry_after
+
+    assert parse_retry_after("inf") == MAX_SERVER_WAIT
+    assert parse_retry_after("1e12") == MAX_SERVER_WAIT
+    assert parse_retry_after("nan") is None
+    guid = cc.add_job()
+    cc.inject(guid, FakeResponse(status=429, body="slow down", headers={"Retry-After": "inf"}))
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        with pytest.raises(jobwatch.RateLimited) as caught:
+            await cf.wait_for_job(guid, timeout=5)
+    assert caught.value.retry_after == MAX_SERVER_WAIT

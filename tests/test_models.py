@@ -119,3 +119,11 @@ def test_job_state_compares_to_raw_string() -> None:
     """`job.state == "COMPLETE"` holds for the enum member."""
     assert Job("g", JobState.COMPLETE).state == "COMPLETE"
     assert str(JobState.POLLING) == "POLLING"
+
+
+def test_jobs_with_different_links_differ_but_hash() -> None:
+    """Links take part in equality; a Job still hashes."""
+    a = Job("g", JobState.COMPLETE, links={"self": Link("https://a")})
+    b = Job("g", JobState.COMPLETE, links={"self": Link("https://b")})
+    assert a != b
+    assert hash(a) == hash(b)

@@ -86,3 +86,11 @@ def test_policies_are_frozen() -> None:
     """Policies are values: they cannot be changed under a running client."""
     with pytest.raises(AttributeError):
         PollPolicy().initial = 3  # type: ignore[misc]
+
+
+def test_policies_take_keywords_only() -> None:
+    """`PollPolicy(*, initial, maximum, ...)`: no positional surprises."""
+    with pytest.raises(TypeError):
+        PollPolicy(1.0, 2.0)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        RetryPolicy(0.5)  # type: ignore[misc]

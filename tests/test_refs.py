@@ -76,7 +76,16 @@ def test_api_with_path_prefix_keeps_it() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["api.example.org", "ftp://x", "https://", "https://x?y=1", "https://x:bad", 5]
+    "url",
+    [
+        "api.example.org",
+        "ftp://x",
+        "https://",
+        "https://x?y=1",
+        "https://x:bad",
+        "https://u:p@x",
+        5,
+    ],
 )
 def test_bad_api_urls_are_config_errors(url: object) -> None:
     """An API URL that is not absolute http(s) is refused when the client is made."""
