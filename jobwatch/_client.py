@@ -288,6 +288,13 @@ class Client:
     ) -> dict[str, Outcome]:
         """Wait until every job ends; one job's error never stops the others.
 
+        Args:
+            jobs: guids or job URLs; duplicates collapse to one key and one poll loop.
+            timeout: seconds for the whole call; None waits for ever.
+            on_update: a plain (sync) function called inside the scheduler with a
+                job at each observed change, e.g. for a progress display; keep it
+                quick. If it raises, the call ends with that error.
+
         Returns:
             An `Outcome` per unique guid, in input order. FAILED jobs carry
             `JobFailed`, late ones `JobTimeout`, others the error they met.
