@@ -264,7 +264,8 @@ class Client:
         """Yield the job each time its state (or `updated_at`) changes.
 
         Ends after the terminal job, which is yielded, FAILED included. Bad
-        references are refused here, before any request.
+        references are refused here, before any request; the wait (and its
+        `timeout`) starts with the first iteration.
         """
         guid = self._resolve(job)
         timeout = _check_timeout(timeout)
