@@ -99,12 +99,17 @@ def _reply(message: dict[str, Any]) -> None:
 
 
 class ServerProcess:
-    """The parent's side: start the child, send it commands, stop it."""
+    """The parent's side: start the child, send it commands, stop it.
 
-    def __init__(self) -> None:
+    `argv` is the child's command line after the interpreter; it must speak the
+    same protocol (one JSON command per line in, one JSON answer per line out,
+    its URL first), as `benchmarks.soak --serve` does.
+    """
+
+    def __init__(self, argv: Sequence[str] = ("-m", "benchmarks._server")) -> None:
         cores = _cores()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._server"],
+            [sys.executable, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -125,19 +130,20 @@ class ServerProcess:
     ) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Stop the child (closing its stdin ends its loop) and reap it."""
+    def close(self) -> int:
+        """Stop the child (closing its stdin ends its loop), reap it, return its status."""
         process = self._process
         if process.poll() is None:
             assert process.stdin is not None
             process.stdin.close()
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
+        return process.returncode
 
     def _read(self) -> dict[str, Any]:
         assert self._process.stdout is not None

@@ -10,7 +10,6 @@ import logging
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -25,6 +24,8 @@ import attrs
 
 import jobwatch
 from jobwatch.testing import FakeCloudController, FakeResponse, Fault
+
+from ._server import ServerProcess, _reply
 
 REPORT = Path(__file__).with_name("SOAK.md")
 TOKEN = "soak-token"
@@ -143,52 +144,9 @@ async def _serve() -> None:
             _reply(child.handle(json.loads(line)))
 
 
-def _reply(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
-class Server:
-    """The parent's handle on the child process."""
-
-    def __init__(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-W", "error", "-m", "benchmarks.soak", "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.url: str = self._read()["url"]
-
-    def _read(self) -> dict[str, Any]:
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError("the soak server process died")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(reply["error"])
-        return reply
-
-    def call(self, **command: Any) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(json.dumps(command, separators=(",", ":")) + "\n")
-        self._process.stdin.flush()
-        return self._read()
-
-    def close(self) -> int:
-        """Stop the child; return its exit status."""
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        try:
-            status = self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            status = self._process.wait()
-        assert self._process.stdout is not None
-        self._process.stdout.close()
-        return status
+def soak_server() -> ServerProcess:
+    """The child process serving the soak's fake, warnings as errors."""
+    return ServerProcess(("-W", "error", "-m", "benchmarks.soak", "--serve"))
 
 
 # -- plans and what they must give ----------------------------------------------------------
@@ -324,7 +282,7 @@ class Tally:
 
 
 async def play_round(
-    cf: jobwatch.Client, server: Server, rng: random.Random, jobs: int, tally: Tally
+    cf: jobwatch.Client, server: ServerProcess, rng: random.Random, jobs: int, tally: Tally
 ) -> float:
     """Plan, serve, wait on and check one round of jobs; return its seconds."""
     plans = [make_plan(rng) for _ in range(jobs)]
@@ -342,7 +300,7 @@ async def play_round(
 async def soak(jobs: int, rounds: int, seed: int, log: Any) -> dict[str, Any]:
     """Run the rounds through one client; measure memory between them, with no job held."""
     rng = random.Random(seed)
-    server = Server()
+    server = soak_server()
     retries_logged = Counter[str]()
     handler = _Counting(retries_logged)
     jobwatch_log = logging.getLogger("jobwatch")

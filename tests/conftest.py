@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -41,6 +42,18 @@ def mocked_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
         monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
     with aioresponses() as mocked:
         yield mocked
+
+
+@pytest.fixture
+def no_server_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Faults are served on purpose: aiohttp and asyncio must not log errors about them."""
+    yield
+    noisy = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("aiohttp", "asyncio"))
+    ]
+    assert not noisy, [r.getMessage() for r in noisy]
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -193,16 +192,7 @@ TABLE: list[Row] = [
 # -- the matrix -------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _no_server_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Faults are served on purpose: aiohttp and asyncio must not log errors about them."""
-    yield
-    noisy = [
-        r
-        for r in caplog.records
-        if r.levelno >= logging.WARNING and r.name.startswith(("aiohttp", "asyncio"))
-    ]
-    assert not noisy, [r.getMessage() for r in noisy]
+pytestmark = pytest.mark.usefixtures("no_server_errors_logged")
 
 
 @pytest.fixture

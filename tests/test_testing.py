@@ -6,13 +6,12 @@ import asyncio
 import base64
 import io
 import json
-import logging
 import math
 import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,7 @@ ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 REQUEST_ID = re.compile(r"^[0-9a-f-]{36}::[0-9a-f-]{36}$")
 
 
-@pytest.fixture(autouse=True)
-def _no_server_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Faults must be served on purpose, never as aiohttp 'Error handling request' logs."""
-    yield
-    noisy = [
-        r
-        for r in caplog.records
-        if r.levelno >= logging.WARNING and r.name.startswith(("aiohttp", "asyncio"))
-    ]
-    assert not noisy, [r.getMessage() for r in noisy]
+pytestmark = pytest.mark.usefixtures("no_server_errors_logged")
 
 
 @pytest.fixture
