@@ -92,6 +92,11 @@ class Credentials:
         """True when a 401 may be cured by asking the provider again."""
         return self._provider is not None
 
+    @property
+    def cached(self) -> str | None:
+        """The header value as it stands, without asking the provider."""
+        return self._header
+
     async def header(self) -> str | None:
         """The current header value (cached until a refresh)."""
         if self._header is None and self._provider is not None:

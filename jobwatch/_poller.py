@@ -127,8 +127,8 @@ class JobPoll:
         if job.is_terminal:
             self.finish_all(None)
             return None
-        if any(not waiter.until_terminal for waiter in self.waiters):
-            checks = [waiter for waiter in self.waiters if not waiter.until_terminal]
+        checks = [waiter for waiter in self.waiters if not waiter.until_terminal]
+        if checks:  # status checks are satisfied by this answer
             self.waiters = [waiter for waiter in self.waiters if waiter.until_terminal]
             for waiter in checks:
                 waiter.finish(job, None)

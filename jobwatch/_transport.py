@@ -130,7 +130,10 @@ class Transport:
             ApiError: an error status, mapped to its subclass.
             MalformedResponse: a 200 that is not a job, or too large.
         """
-        headers = await self._auth_headers()
+        if self._header_value is not None and self._credentials.cached == self._header_value:
+            headers = self._headers  # the hot path: no coroutine to ask for it
+        else:
+            headers = await self._auth_headers()
         status, body, meta = await self._get(url, headers)
         if status == 401 and self._credentials.can_refresh:
             rejected = headers.get("Authorization")
