@@ -294,3 +294,19 @@ async def test_async_bulk_on_update_is_refused_clearly(cc: FakeCloudController) 
     async with fast_client(cc.url) as cf:
         with pytest.raises(TypeError, match="plain function"):
             await cf.wait_for_jobs([guid], timeout=5, on_update=show)
+
+
+async def test_cancelled_waits_do_not_keep_their_jobs_in_the_heap(
+    cc: FakeCloudController,
+) -> None:
+    """After a big wait is cancelled, its jobs are not held until their next poll time."""
+    guids = cc.add_jobs(3000, states=("PROCESSING",))
+    slow = jobwatch.PollPolicy(initial=3600, maximum=3600)
+    async with fast_client(cc.url, poll=slow, max_in_flight=64) as cf:
+        task = asyncio.ensure_future(cf.wait_for_jobs(guids, timeout=None))
+        while cf.stats.requests < len(guids):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(cf._scheduler._heap) < 1024
