@@ -58,6 +58,7 @@ class Scheduler:
         self._dispatcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retired = 0
+        self._sweeping = False
         self.retries = 0
         self.closed = False
 
@@ -116,10 +117,15 @@ class Scheduler:
         # A retired poll's heap entry stays until it comes due (an hour, maybe),
         # holding its last job. When most of the heap is such entries, sweep it.
         self._retired += 1
-        if self._retired > 1024 and self._retired * 2 > len(self._heap):
-            self._heap[:] = [e for e in self._heap if not e[2].closed and e[1] == e[2].seq]
-            heapq.heapify(self._heap)
-            self._retired = 0
+        if not self._sweeping and self._retired > 1024 and self._retired * 2 > len(self._heap):
+            self._sweeping = True  # once, after this loop turn: a bulk cancel retires many
+            self.loop.call_soon(self._sweep)
+
+    def _sweep(self) -> None:
+        self._heap[:] = [e for e in self._heap if not e[2].closed and e[1] == e[2].seq]
+        heapq.heapify(self._heap)
+        self._retired = 0
+        self._sweeping = False
 
     def _push(self, poll: JobPoll, when: float) -> None:
         poll.seq = seq = next(self._seq)
