@@ -57,8 +57,6 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._retired = 0
-        self._sweeping = False
         self.retries = 0
         self.closed = False
 
@@ -114,18 +112,9 @@ class Scheduler:
         task = poll.task
         if isinstance(task, asyncio.Task):
             task.cancel()
-        # A retired poll's heap entry stays until it comes due (an hour, maybe),
-        # holding its last job. When most of the heap is such entries, sweep it.
-        self._retired += 1
-        if not self._sweeping and self._retired > 1024 and self._retired * 2 > len(self._heap):
-            self._sweeping = True  # once, after this loop turn: a bulk cancel retires many
-            self.loop.call_soon(self._sweep)
-
-    def _sweep(self) -> None:
-        self._heap[:] = [e for e in self._heap if not e[2].closed and e[1] == e[2].seq]
-        heapq.heapify(self._heap)
-        self._retired = 0
-        self._sweeping = False
+        # Its heap entry stays until it comes due (popped as stale then): let go
+        # of the job now, so a cancelled bulk wait frees its jobs at once.
+        poll.last = None
 
     def _push(self, poll: JobPoll, when: float) -> None:
         poll.seq = seq = next(self._seq)
@@ -319,8 +308,9 @@ async def run_single(
 
 
 def _expire_single(scheduler: Scheduler, poll: JobPoll, waiter: _Single, timeout: float) -> None:
+    last = poll.last  # before leaving: a retired poll lets go of its job
     scheduler.leave(poll, waiter)
-    waiter.finish(poll.last, JobTimeout(poll.guid, timeout, poll.last))
+    waiter.finish(last, JobTimeout(poll.guid, timeout, last))
 
 
 async def run_watch(
@@ -455,9 +445,10 @@ class Batch:
         for member in self._members:
             poll = member.poll
             if poll is not None:
+                last = poll.last  # before leaving: a retired poll lets go of its job
                 self.scheduler.leave(poll, member)
                 timeout = self.timeout if self.timeout is not None else 0.0
-                member.finish(poll.last, JobTimeout(poll.guid, timeout, poll.last))
+                member.finish(last, JobTimeout(poll.guid, timeout, last))
 
     def close(self) -> None:
         """Leave every poll loop still running for this call (cancelled or done)."""
