@@ -48,6 +48,11 @@ class ClientStats:
     rate_limit_paused_seconds: float
     waiting: int
     in_flight: int
+    #: Times the API was found down (every poll held behind one probe), and for how long.
+    outages: int = 0
+    outage_seconds: float = 0.0
+    #: Wall-clock time (`time.time()`) the current outage began; None while the API answers.
+    unavailable_since: float | None = None
 
 
 def _check_timeout(timeout: float | None) -> float | None:
