@@ -5,7 +5,6 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from ._auth import RefreshableTokenProvider, TokenProvider, UAATokenProvider
-from ._bulk import ClientClosed
 from ._client import (
     DEFAULT_TIMEOUT,
     Client,
@@ -20,6 +19,7 @@ from ._errors import (
     ApiError,
     BadGateway,
     BadRequest,
+    ClientClosed,
     ConfigError,
     Conflict,
     Forbidden,

@@ -17,19 +17,26 @@ import random
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
 
-from ._errors import JobFailed, JobTimeout, JobwatchError, TransportError
+from ._errors import (
+    ApiError,
+    ClientClosed,
+    JobFailed,
+    JobTimeout,
+    JobwatchError,
+    RateLimited,
+    TransportError,
+)
+from ._gate import OutageGate, RetryRules
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
-from ._poller import JobPoll, RetryRules, Waiter
+from ._poller import JobPoll, Waiter
+
+__all__ = ["Batch", "ClientClosed", "Scheduler", "run_single", "run_watch"]
 from ._transport import Transport
 
 log = logging.getLogger("jobwatch")
 
 INF = float("inf")
-
-
-class ClientClosed(JobwatchError):
-    """The client was closed while a wait was still going on."""
 
 
 class Scheduler:
@@ -49,6 +56,7 @@ class Scheduler:
         self._prefix = jobs_prefix
         self._policy = poll
         self._rules = RetryRules(retry)
+        self.gate = OutageGate(self._rules)
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._polls: dict[str, JobPoll] = {}
@@ -56,14 +64,21 @@ class Scheduler:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The latest deadline among the waits since the client was last idle: the
+        # rate budget is spread to last until then (or the window's reset).
+        self._horizon = -INF
+        # Requests sent before the API first answered: at most `max_in_flight` go
+        # out blind (no rate-limit headers known yet), then only the gate's probes.
+        self._blind = max_in_flight
         self.retries = 0
         self.closed = False
 
     def __repr__(self) -> str:
         return (
             f"<Scheduler waiting={len(self._polls)} due={len(self._heap)} "
-            f"in_flight={self._transport.in_flight}>"
+            f"in_flight={self._transport.in_flight} {self.gate!r}>"
         )
 
     @property
@@ -73,10 +88,35 @@ class Scheduler:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop this scheduler runs on (bound at first use)."""
+        """The event loop this scheduler runs on, bound at first use.
+
+        Raises:
+            RuntimeError: called from another event loop (state left untouched).
+        """
+        running = asyncio.get_running_loop()
         if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
+            self._loop = running
+        elif running is not self._loop:
+            raise RuntimeError(
+                "this jobwatch.Client is bound to the event loop it first ran on and cannot "
+                "be used from another one; make a Client per event loop"
+            )
+        return running
+
+    def loop_time(self) -> float:
+        """The bound loop's clock (0 before the first call)."""
+        return self._loop.time() if self._loop is not None else 0.0
+
+    def check_usable(self) -> None:
+        """Raise `ClientClosed` or `RuntimeError` (another loop) before any state changes."""
+        if self.closed:
+            raise ClientClosed("this jobwatch client is closed; make a new one")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop running (an iterator built outside one): checked when it runs
+        if self._loop is not None and running is not self._loop:
+            self.loop  # noqa: B018 - raises the error, in one place
 
     def join(self, guid: str, waiter: Waiter, *, fresh: bool = False) -> JobPoll:
         """Attach a waiter to the guid's poll loop, starting one if needed.
@@ -84,19 +124,21 @@ class Scheduler:
         A new loop polls at once; `fresh` (a status check) also pulls an existing
         loop's next poll forward to now, unless a request is already on its way.
         """
-        if self.closed:
-            raise RuntimeError("this jobwatch client is closed")
+        self.check_usable()
+        loop = self.loop
         poll = self._polls.get(guid)
         if poll is None:
             poll = self._polls[guid] = JobPoll(guid)
             poll.add(waiter)
-            self._push(poll, self.loop.time())
+            self._push(poll, loop.time())
         else:
             poll.add(waiter)
             if fresh and poll.task is None:
-                self._push(poll, self.loop.time())
+                self._push(poll, loop.time())
+        if waiter.deadline > self._horizon:
+            self._horizon = waiter.deadline
         if self._dispatcher is None:
-            self._dispatcher = self.loop.create_task(self._dispatch(), name="jobwatch-dispatcher")
+            self._dispatcher = loop.create_task(self._dispatch(), name="jobwatch-dispatcher")
             self._dispatcher.add_done_callback(self._dispatcher_done)
         return poll
 
@@ -109,6 +151,9 @@ class Scheduler:
         poll.closed = True
         if self._polls.get(poll.guid) is poll:
             del self._polls[poll.guid]
+            if not self._polls:
+                self._horizon = -INF
+                self._wake.set()  # the dispatcher ends: nothing waits
         task = poll.task
         if isinstance(task, asyncio.Task):
             task.cancel()
@@ -127,7 +172,14 @@ class Scheduler:
         while True:
             await slots.acquire()
             try:
-                self._launch(await self._next_due(loop), loop)
+                poll = await self._next_due(loop)
+                if poll is None:
+                    # Said here, in the step that decides it: a join that comes before
+                    # the done-callback runs must start a new dispatcher.
+                    self._dispatcher = None
+                    slots.release()
+                    return
+                self._launch(poll, loop)
             except BaseException:
                 slots.release()
                 raise
@@ -135,33 +187,61 @@ class Scheduler:
     def _launch(self, poll: JobPoll, loop: asyncio.AbstractEventLoop) -> None:
         # Counted here, not when the task runs: the next due poll is paced on it.
         self._transport.budget.sent(loop.time())
+        if not self.gate.answered:
+            self._blind -= 1
         poll.task = task = loop.create_task(self._poll_once(poll))
+        if self.gate.closed:
+            self._probe = task
         # Freed when the task ends, however it ends: a task cancelled before its
         # first step never runs a line of `_poll_once`.
         task.add_done_callback(self._free_slot)
 
-    def _free_slot(self, _: asyncio.Task[None]) -> None:
+    def _free_slot(self, task: asyncio.Task[None]) -> None:
         self._slots.release()
+        if task is self._probe:  # however it ended, the next probe may go
+            self._probe = None
+            self._wake.set()
 
-    async def _next_due(self, loop: asyncio.AbstractEventLoop) -> JobPoll:
+    def _gate_at(self, now: float) -> float:
+        """When the outage gate (or the blind start) lets the next request go."""
+        gate = self.gate
+        if gate.closed:
+            return INF if self._probe is not None else gate.next_probe
+        if not gate.answered and self._blind <= 0:
+            return INF  # until an answer, or the failures that close the gate
+        return -INF
+
+    async def _next_due(self, loop: asyncio.AbstractEventLoop) -> JobPoll | None:
         heap, budget = self._heap, self._transport.budget
         while True:
             while heap and (heap[0][2].closed or heap[0][1] != heap[0][2].seq):
                 heapq.heappop(heap)
+            if not heap and not self._polls:
+                return None
+            timer: asyncio.TimerHandle | None = None
             if heap:
                 now = loop.time()
-                at = max(heap[0][0], budget.earliest(now))
+                when, _, poll = heap[0]
+                paced = budget.earliest(now, self._horizon)
+                at = max(when, paced, self._gate_at(now))
+                if at > now and when <= now and paced > now and self._last_chance(poll, paced):
+                    at = now  # pacing would let its deadline pass with budget left
                 if at <= now:
                     return heapq.heappop(heap)[2]
-                timer: asyncio.TimerHandle | None = loop.call_at(at, self._wake.set)
-            else:
-                timer = None
+                if at < INF:
+                    timer = loop.call_at(at, self._wake.set)
             self._wake.clear()
             try:
                 await self._wake.wait()
             finally:
                 if timer is not None:
                     timer.cancel()
+
+    def _last_chance(self, poll: JobPoll, paced: float) -> bool:
+        now = self.loop.time()
+        if self._gate_at(now) > now or not self._transport.budget.spendable(now):
+            return False
+        return any(waiter.deadline < paced for waiter in poll.waiters)
 
     async def _poll_once(self, poll: JobPoll) -> None:
         loop = self.loop
@@ -181,13 +261,14 @@ class Scheduler:
             elif not isinstance(exc, Exception):
                 raise
             if isinstance(error, JobwatchError):
-                self._done(poll, poll.failed(error, loop.time(), self._rules))
+                self._failed(poll, error, loop.time())
             else:  # a bug: hand it to the waiters rather than hang them
                 log.error("job %s: unexpected error while polling", poll.guid, exc_info=error)
                 poll.finish_all(error)
                 self._done(poll, None)
             return
         poll.task = None
+        self._answered(loop.time())
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "job %s state %s attempt %d [request id %s]",
@@ -197,6 +278,37 @@ class Scheduler:
                 request_id,
             )
         self._done(poll, poll.succeeded(job, loop.time(), self._policy, self._rng))
+
+    def _answered(self, now: float) -> None:
+        if self.gate.answer(now):
+            self._wake.set()  # the polls held during the outage are due
+
+    def _failed(self, poll: JobPoll, error: JobwatchError, now: float) -> None:
+        gate = self.gate
+        if isinstance(error, TransportError) or (
+            isinstance(error, ApiError) and error.transient and not isinstance(error, RateLimited)
+        ):
+            if error.transient:  # a bad certificate is neither an answer nor an outage
+                probe = asyncio.current_task() is self._probe
+                gate.failure(poll.guid, error, now, probe=probe, alone=len(self._polls) <= 1)
+                if probe and gate.exhausted:
+                    self._give_up_held(error)
+        else:
+            # The controller itself answered (a 429 is its rate limiter): the API is up.
+            self._answered(now)
+        self._done(poll, poll.failed(error, now, self._rules, bounded=not gate.answered))
+
+    def _give_up_held(self, error: JobwatchError) -> None:
+        """The API stayed down for `attempts` probes: end what `RetryPolicy` bounds.
+
+        Status checks always; every wait too when the API has never answered.
+        """
+        everyone = not self.gate.answered
+        for poll in list(self._polls.values()):
+            if everyone or poll.has_checks:
+                poll.give_up(error, everyone=everyone)
+                if not poll.waiters:
+                    self._retire(poll)
 
     def _done(self, poll: JobPoll, next_at: float | None) -> None:
         """Schedule the next poll, or retire the loop when it is over."""
@@ -210,7 +322,8 @@ class Scheduler:
             self._push(poll, next_at)
 
     def _dispatcher_done(self, task: asyncio.Task[None]) -> None:
-        self._dispatcher = None  # the next join starts a new one
+        if self._dispatcher is task:
+            self._dispatcher = None  # the next join starts a new one
         if task.cancelled():
             return
         error = task.exception()

@@ -10,8 +10,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol, TextIO
 
 import jobwatch
@@ -31,8 +32,11 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_ERROR = 4
-EXIT_INTERRUPTED = 130
+#: sysexits.h's EX_IOERR: the results could not be written (full disk, EIO).
+EXIT_OUTPUT = 74
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: The only way to hand the command a token: a flag would show in `ps`.
 TOKEN_ENV = "JOBWATCH_TOKEN"
@@ -57,8 +61,10 @@ exit codes:
   2    usage or configuration error (bad arguments or job reference, no cf login, bad --api)
   3    at least one job timed out (for `get`: has not ended yet), and none FAILED
   4    API or transport errors (e.g. 404 job not found, 403, API unreachable), none FAILED
+  74   the output could not be written (e.g. disk full, EIO): one line on stderr
   130  interrupted (Ctrl-C): the summary so far is printed
   141  stdout was closed early (e.g. `| head`)
+  143  terminated (SIGTERM, e.g. systemd, Kubernetes, a CI timeout): as for Ctrl-C
   When several apply, 1 wins over 4, and 4 over 3. `demo` exits 0 when every job
   ended as scripted (its FAILED jobs are part of the show).
 
@@ -73,6 +79,26 @@ credentials:
 
 class UsageError(Exception):
     """A bad command line: reported in one line, exit 2."""
+
+
+class OutputError(Exception):
+    """stdout or stderr refused a write (full disk, EIO, ...): one line, exit 74."""
+
+    def __init__(self, stream: TextIO, error: OSError) -> None:
+        name = {sys.stdout: "stdout", sys.stderr: "stderr"}.get(stream, "the output")
+        super().__init__(f"cannot write to {name}: {error.strerror or error}")
+        self.stream = stream
+
+
+@contextlib.contextmanager
+def _writing(stream: TextIO) -> Iterator[None]:
+    """Turn a failed write on `stream` into `OutputError` (a closed pipe stays itself)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # the reader went away: exit 141, quietly
+    except OSError as exc:
+        raise OutputError(stream, exc) from exc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -303,20 +329,53 @@ def _going_words(tally: Tally) -> list[str]:
     return words
 
 
+def _outages(stats: ClientStats, separator: str) -> str:
+    """`2 outages, 14.2 s` after `separator` once the API has been found down, else nothing."""
+    if not stats.outages:
+        return ""
+    return f"{separator}{_plural(stats.outages, 'outage')}, {stats.outage_seconds:.1f} s"
+
+
 def _traffic(stats: ClientStats) -> str:
     limited = stats.by_status.get(429, 0)
     return (
         f"{_plural(stats.requests, 'request')}, {_plural(stats.retries, 'retry')}, "
         f"{limited} x 429, rate-limit pauses {stats.rate_limit_paused_seconds:.1f} s"
-    ).replace("retrys", "retries")
+    ).replace("retrys", "retries") + _outages(stats, ", ")
 
 
-def progress_line(tally: Tally, stats: ClientStats, elapsed: float) -> str:
-    """One plain progress line: no control codes, for logs and pipes."""
+def unavailable(stats: ClientStats, now: float | None = None) -> str | None:
+    """`API unavailable since HH:MM:SS (N s)` (local time) during an outage, else None.
+
+    Args:
+        stats: the client's counters.
+        now: the wall clock (`time.time()`, the default).
+    """
+    since = stats.unavailable_since
+    if since is None:
+        return None
+    now = time.time() if now is None else now
+    clock = time.strftime("%H:%M:%S", time.localtime(since))
+    return f"API unavailable since {clock} ({max(now - since, 0.0):.0f} s)"
+
+
+def progress_line(
+    tally: Tally, stats: ClientStats, elapsed: float, *, now: float | None = None
+) -> str:
+    """One plain progress line: no control codes, for logs and pipes.
+
+    Args:
+        tally: the run's counts.
+        stats: the client's counters.
+        elapsed: seconds since the run began.
+        now: the wall clock for an outage's length (`time.time()`, the default).
+    """
     ended = ", ".join(f"{word}" for word in _ended_words(tally.ended))
     going = ", ".join(_going_words(tally)) or "none"
+    down = unavailable(stats, now)
+    outage = "" if down is None else f"{down}; "
     return (
-        f"[{elapsed:6.1f} s] {tally.done}/{tally.total} ended ({ended}); "
+        f"[{elapsed:6.1f} s] {outage}{tally.done}/{tally.total} ended ({ended}); "
         f"going: {going}; {_traffic(stats)}"
     )
 
@@ -393,7 +452,8 @@ class _LineDisplay:
         pass
 
     def refresh(self) -> None:
-        print(self._render(), file=self._stream, flush=True)
+        with _writing(self._stream):
+            print(self._render(), file=self._stream, flush=True)
 
     def stop(self) -> None:
         pass
@@ -409,6 +469,7 @@ class _RichDisplay:
         from rich.live import Live
 
         self._frame = frame
+        self._stream = stream
         # Drawn from the loop, not rich's thread: the counters are the loop's alone.
         self._live = Live(
             console=Console(file=stream),
@@ -419,15 +480,20 @@ class _RichDisplay:
         )
 
     def start(self) -> None:
-        self._live.start()
+        with _writing(self._stream):
+            self._live.start()
         self.refresh()
 
     def refresh(self) -> None:
-        self._live.update(self._frame(), refresh=True)
+        with _writing(self._stream):
+            self._live.update(self._frame(), refresh=True)
 
     def stop(self) -> None:
-        self.refresh()
-        self._live.stop()
+        try:
+            self.refresh()
+        finally:
+            with _writing(self._stream):
+                self._live.stop()
 
 
 _STYLES = {
@@ -441,8 +507,18 @@ _STYLES = {
 }
 
 
-def rich_frame(title: str, tally: Tally, stats: ClientStats, elapsed: float) -> Any:
-    """One frame of the live display (rich renderables, imported here only)."""
+def rich_frame(
+    title: str, tally: Tally, stats: ClientStats, elapsed: float, *, now: float | None = None
+) -> Any:
+    """One frame of the live display (rich renderables, imported here only).
+
+    Args:
+        title: the first line.
+        tally: the run's counts.
+        stats: the client's counters.
+        elapsed: seconds since the run began.
+        now: the wall clock for an outage's length (`time.time()`, the default).
+    """
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -481,10 +557,15 @@ def rich_frame(title: str, tally: Tally, stats: ClientStats, elapsed: float) -> 
     traffic = Text(
         f"{stats.requests} requests · {stats.retries} retries · "
         f"{stats.by_status.get(429, 0)} x 429 · rate-limit pauses "
-        f"{stats.rate_limit_paused_seconds:.1f} s · in flight {stats.in_flight}",
+        f"{stats.rate_limit_paused_seconds:.1f} s · in flight {stats.in_flight}"
+        + _outages(stats, " · "),
         style="dim",
     )
-    return Group(Text(title, style="bold"), head, counts, traffic)
+    lines: list[Any] = [Text(title, style="bold"), head]
+    down = unavailable(stats, now)
+    if down is not None:
+        lines.append(Text(down, style="bold red"))
+    return Group(*lines, counts, traffic)
 
 
 class Output:
@@ -535,17 +616,27 @@ class Output:
     def say(self, text: str) -> None:
         """Human text (progress, summary), unless --quiet."""
         if not self.quiet:
-            print(text, file=self.text, flush=True)
+            self._print(self.text, text)
 
     def problem(self, text: str) -> None:
         """A job that did not complete: shown even with --quiet (not with --json)."""
         if not self.json:
-            print(text, file=self.stdout, flush=True)
+            self._print(self.stdout, text)
+
+    def row(self, text: str) -> None:
+        """A line of `get`'s table on stdout."""
+        self._print(self.stdout, text)
 
     def record(self, outcome: Outcome, seconds: float) -> None:
         """With --json, the job's object on stdout as soon as it ends."""
         if self.json:
-            print(json.dumps(json_record(outcome, seconds)), file=self.stdout, flush=True)
+            self._print(self.stdout, json.dumps(json_record(outcome, seconds)))
+
+    @staticmethod
+    def _print(stream: TextIO, text: str) -> None:
+        # Flushed at once: a script reads each line as it comes, and a full disk shows now.
+        with _writing(stream):
+            print(text, file=stream, flush=True)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -558,37 +649,61 @@ def _isatty(stream: TextIO) -> bool:
 # -- running ------------------------------------------------------------------------------
 
 
+#: The signals that stop a run, and how its summary names each.
+_STOPPED_BY = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
 class Interrupt:
-    """Turns the first Ctrl-C into the cancellation of the current run, not a traceback."""
+    """Turns the first Ctrl-C or SIGTERM into the cancellation of the current run.
+
+    Service managers (systemd, Kubernetes, a CI timeout) stop a command with
+    SIGTERM: it gets the same clean stop and summary as Ctrl-C, and exit 143.
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        #: The signal that stopped the run, once one has.
+        self.signal: signal.Signals | None = None
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a command killed by it."""
+        return EXIT_TERMINATED if self.signal == signal.SIGTERM else EXIT_INTERRUPTED
+
+    @property
+    def word(self) -> str:
+        """How the summary says the run was stopped."""
+        return _STOPPED_BY[self.signal or signal.SIGINT]
+
     def install(self) -> None:
-        """Catch SIGINT on the running loop (where the platform lets us)."""
+        """Catch SIGINT and SIGTERM on the running loop (where the platform lets us)."""
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGINT, self._fire)
-            self._loop = loop
+        for signum in _STOPPED_BY:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self._fire, signum)
+                self._loop = loop
 
     def uninstall(self) -> None:
-        """Give SIGINT back to Python's default handler."""
+        """Give SIGINT and SIGTERM back to their default handlers."""
         if self._loop is not None:
-            with contextlib.suppress(RuntimeError, ValueError):
-                self._loop.remove_signal_handler(signal.SIGINT)
+            for signum in _STOPPED_BY:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    self._loop.remove_signal_handler(signum)
             self._loop = None
 
-    def _fire(self) -> None:
+    def _fire(self, signum: signal.Signals) -> None:
         self.requested = True
-        # A second Ctrl-C raises KeyboardInterrupt: a way out if cleanup hangs.
+        self.signal = signum
+        # A second Ctrl-C raises KeyboardInterrupt, a second SIGTERM kills: a way out
+        # if cleanup hangs.
         self.uninstall()
         if self._task is not None:
             self._task.cancel()
 
     async def run(self, work: Awaitable[None]) -> bool:
-        """Await `work`; True when Ctrl-C stopped it."""
+        """Await `work`; True when a signal stopped it."""
         task = asyncio.ensure_future(work)
         self._task = task
         try:
@@ -656,13 +771,22 @@ class Run:
         display = output.display(self.title, tally, lambda: self.cf.stats, loop.time)
         display.start()
         ticker = loop.create_task(_ticker(display))
+        work = loop.create_task(consume())
+        # A display that cannot write (full disk, EIO) stops the run: nobody sees the rest.
+        ticker.add_done_callback(lambda _: work.cancel())
         try:
-            self.interrupted = await self.interrupt.run(consume())
+            self.interrupted = await self.interrupt.run(work)
+        except asyncio.CancelledError:
+            if not ticker.done() or ticker.cancelled():
+                raise
         finally:
             ticker.cancel()
             await asyncio.wait([ticker])  # ended, without re-raising its CancelledError
             self.seconds = loop.time() - tally.started
             display.stop()
+        failure = None if ticker.cancelled() else ticker.exception()
+        if failure is not None:
+            raise failure
 
     def report(self, *, limit: int | None = None) -> int:
         """Print the jobs that did not complete and the summary; return the exit code."""
@@ -676,13 +800,15 @@ class Run:
         if self.interrupted:
             left = tally.total - tally.done
             output.say(
-                f"interrupted after {self.seconds:.1f} s: {tally.done} of {tally.total} "
-                f"jobs ended ({ended}); {left} still going"
+                f"{self.interrupt.word} after {self.seconds:.1f} s: {tally.done} of "
+                f"{tally.total} jobs ended ({ended}); {left} still going"
             )
         else:
             output.say(f"{_plural(tally.total, 'job')} in {self.seconds:.1f} s: {ended}")
-        output.say(_traffic(self.cf.stats))
-        return EXIT_INTERRUPTED if self.interrupted else exit_code(tally.ended)
+        stats = self.cf.stats
+        down = unavailable(stats)
+        output.say(_traffic(stats) + ("" if down is None else f"; {down}"))
+        return self.interrupt.exit_code if self.interrupted else exit_code(tally.ended)
 
 
 def _guid_of(ref: str) -> str:
@@ -769,8 +895,8 @@ async def cmd_get(args: argparse.Namespace, output: Output, interrupt: Interrupt
 
         interrupted = await interrupt.run(check())
         if interrupted:
-            output.say("interrupted")
-            return EXIT_INTERRUPTED
+            output.say(interrupt.word)
+            return interrupt.exit_code
         seconds = loop.time() - started
         ended: Counter[str] = Counter(classify(outcome) for outcome in results.values())
         for outcome in results.values():
@@ -782,7 +908,7 @@ async def cmd_get(args: argparse.Namespace, output: Output, interrupt: Interrupt
                 if not output.quiet or classify(outcome) != COMPLETE
             ]
             for line in job_table(rows):
-                print(line, file=output.stdout, flush=True)
+                output.row(line)
         return exit_code(ended)
 
 
@@ -936,6 +1062,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, like other shell tools.
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence(sys.stdout)
         return EXIT_BROKEN_PIPE
+    except OutputError as exc:
+        # What is still buffered would fail again at exit (and exit 120): drop it.
+        _silence(exc.stream)
+        if exc.stream is not stderr:
+            with contextlib.suppress(OSError):
+                print(f"jobwatch: error: {exc}", file=stderr, flush=True)
+        return EXIT_OUTPUT
+
+
+def _silence(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at /dev/null, so no later write or flush fails."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)

@@ -30,6 +30,9 @@ _T = TypeVar("_T")
 
 #: Seconds a wait lasts when the caller does not say (None waits for ever).
 DEFAULT_TIMEOUT = 600.0
+#: The share of the API's rate limit a client spends; the rest is left to the
+#: same user's cf CLI and other automation.
+DEFAULT_RATE_LIMIT_SHARE = 0.8
 
 
 class OnUpdate(Protocol):
@@ -53,6 +56,10 @@ class ClientStats:
     outage_seconds: float = 0.0
     #: Wall-clock time (`time.time()`) the current outage began; None while the API answers.
     unavailable_since: float | None = None
+    #: The rate-limit window's limit and this client's estimate of what is left (None:
+    #: the API reported no rate limit).
+    rate_limit: int | None = None
+    rate_limit_remaining: int | None = None
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -80,6 +87,8 @@ class Client:
         request_timeout: seconds one request may take, end to end.
         verify_ssl: False turns TLS verification off (cf's ``SSLDisabled``).
         allow_insecure_http: allow plain http to a host that is not loopback.
+        rate_limit_share: the share of the API's rate limit (0 < share <= 1) this
+            client may spend; the rest stays free for the same user's other work.
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class Client:
         request_timeout: float = 30.0,
         verify_ssl: bool = True,
         allow_insecure_http: bool = False,
+        rate_limit_share: float = DEFAULT_RATE_LIMIT_SHARE,
         rng: random.Random | None = None,
     ) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
@@ -102,6 +112,10 @@ class Client:
             raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
         if not isinstance(poll, PollPolicy) or not isinstance(retry, RetryPolicy):
             raise TypeError("poll must be a PollPolicy and retry a RetryPolicy")
+        if isinstance(rate_limit_share, bool) or not isinstance(rate_limit_share, int | float):
+            raise TypeError(f"rate_limit_share must be a number, not {rate_limit_share!r}")
+        if not 0 < rate_limit_share <= 1:
+            raise ValueError(f"rate_limit_share must be in (0, 1], not {rate_limit_share!r}")
         self._api = ApiBase.parse(api_url, allow_insecure_http=allow_insecure_http)
         if not verify_ssl:
             log.warning("TLS verification is off for %s (SSLDisabled)", self._api.url)
@@ -111,6 +125,7 @@ class Client:
             max_connections=max_in_flight,
             request_timeout=_check_timeout(request_timeout) or 30.0,
             verify_ssl=verify_ssl,
+            rate_limit_share=float(rate_limit_share),
         )
         if isinstance(token, UAATokenProvider):
             token._attach(self._transport.post_form)
@@ -173,6 +188,8 @@ class Client:
     def stats(self) -> ClientStats:
         """A snapshot of this client's counters."""
         statuses = self._transport.statuses
+        gate = self._scheduler.gate
+        now = self._scheduler.loop_time()
         return ClientStats(
             requests=sum(statuses.values()),
             by_status=dict(statuses),
@@ -180,6 +197,11 @@ class Client:
             rate_limit_paused_seconds=self._transport.budget.paused_seconds,
             waiting=self._scheduler.waiting,
             in_flight=self._transport.in_flight,
+            outages=gate.outages,
+            outage_seconds=gate.outage_seconds + gate.ongoing_seconds(now),
+            unavailable_since=gate.unavailable_since,
+            rate_limit=self._transport.budget.limit,
+            rate_limit_remaining=self._transport.budget.remaining,
         )
 
     async def __aenter__(self) -> Client:
@@ -203,8 +225,8 @@ class Client:
         await self._transport.close()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this jobwatch client is closed; make a new one")
+        """`ClientClosed` on a closed client, `RuntimeError` from another event loop."""
+        self._scheduler.check_usable()
 
     def _resolve(self, job: str) -> str:
         """The guid of a job reference; refused before any request if bad."""

@@ -13,7 +13,8 @@
     │   ├── RateLimited 429 (.retry_after)             ├── InternalServerError 500
     │   ├── BadGateway 502      └── ServiceUnavailable 503   (other statuses: ApiError)
     ├── JobFailed                                        .job, .errors
-    └── JobTimeout(JobwatchError, TimeoutError)          .job (last seen), .timeout
+    ├── JobTimeout(JobwatchError, TimeoutError)          .job (last seen), .timeout
+    └── ClientClosed                                     a call on a closed client, or a wait it cut
 
 Every exception keeps its context as attributes and survives pickling: the
 constructor arguments are stored in `args`, so `pickle` rebuilds them.
@@ -27,11 +28,32 @@ from typing import Any
 
 from ._models import ErrorDetail, Job
 
+#: A body excerpt in a message: the start of a page, enough to recognise it.
 EXCERPT_CHARS = 200
+#: A message quotes at most this many entries of an `errors` list, each cut to
+#: `DETAIL_CHARS`: with the other fields, about 1 KB of server text at most.
+QUOTED_ERRORS = 3
+DETAIL_CHARS = 250
+#: A guid (at most 255 characters, see `_refs`) is quoted whole.
+GUID_CHARS = 256
+#: Any other server text a message quotes: a request id, a state, an operation.
+FIELD_CHARS = 100
+#: jobwatch's own text may carry some of the server's (an aiohttp parser error,
+#: a decoder's complaint): bounded too.
+MESSAGE_CHARS = 300
 
 
 class JobwatchError(Exception):
     """The root of every error jobwatch raises."""
+
+    #: True when another attempt may cure it (DESIGN.md section 3); the one place
+    #: that rule lives, so everything else asks the error.
+    transient: bool = False
+
+    def __repr__(self) -> str:
+        # The bounded message, not `args`: those may hold a whole hostile body,
+        # a 5,000-entry errors list or a 100 KB reference.
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class InvalidJobReference(JobwatchError, ValueError):
@@ -69,17 +91,19 @@ class TransportError(JobwatchError):
 
     def __str__(self) -> str:
         tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
-        return f"{self.message} for GET {_path(self.url)}{tries}"
+        return f"{_short(self.message, MESSAGE_CHARS)} for GET {_path(self.url)}{tries}"
 
 
 class MalformedResponse(JobwatchError):
     """The server answered, but not with something jobwatch can read."""
 
     def __init__(self, message: str, *, status: int, body: str = "", url: str = "") -> None:
+        # Only the excerpt is kept, in `args` too: not a whole 1 MB body per error.
+        body = _short(body)
         super().__init__(message, status, body, url)
         self.message = message
         self.status = status
-        self.body = _short(body)
+        self.body = body
         self.url = url
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -87,9 +111,8 @@ class MalformedResponse(JobwatchError):
 
     def __str__(self) -> str:
         excerpt = f": {self.body!r}" if self.body else ""
-        return (
-            f"malformed {self.status} response for GET {_path(self.url)}: {self.message}{excerpt}"
-        )
+        message = _short(self.message, MESSAGE_CHARS)
+        return f"malformed {self.status} response for GET {_path(self.url)}: {message}{excerpt}"
 
 
 class ApiError(JobwatchError):
@@ -104,6 +127,7 @@ class ApiError(JobwatchError):
         url: str = "",
         body: str = "",
         retry_after: float | None = None,
+        router_error: str | None = None,
     ) -> None:
         super().__init__(status, tuple(errors))
         self.status = status
@@ -112,17 +136,26 @@ class ApiError(JobwatchError):
         self.url = url
         self.body = "" if errors else _short(body)
         self.retry_after = retry_after
+        #: The gorouter's `X-Cf-Routererror` (e.g. `unknown_route`): the router
+        #: answered, not the Cloud Controller.
+        self.router_error = router_error
+        self.transient = is_transient_status(status) or (
+            status == 404 and (router_error is not None or not self.errors)
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        fields = _kwargs(self, "request_id", "url", "body", "retry_after")
+        fields = _kwargs(self, "request_id", "url", "body", "retry_after", "router_error")
         return (_rebuild, (type(self), (self.status, self.errors), fields))
 
     def __str__(self) -> str:
-        what = "; ".join(map(str, self.errors)) or (repr(self.body) if self.body else "no details")
-        rid = f" [request id {self.request_id}]" if self.request_id else ""
+        what = _quote_errors(self.errors) or (repr(self.body) if self.body else "no details")
+        rid = f" [request id {_short(self.request_id, FIELD_CHARS)}]" if self.request_id else ""
         wait = f" (retry after {self.retry_after:g} s)" if self.retry_after is not None else ""
         name = type(self).__name__
-        return f"{self.status} {name} for GET {_path(self.url)}: {what}{wait}{rid}"
+        router = (
+            f" (router: {_short(self.router_error, FIELD_CHARS)})" if self.router_error else ""
+        )
+        return f"{self.status} {name} for GET {_path(self.url)}: {what}{router}{wait}{rid}"
 
 
 class BadRequest(ApiError):
@@ -174,9 +207,9 @@ class JobFailed(JobwatchError):
         self.errors = job.errors
 
     def __str__(self) -> str:
-        what = "; ".join(map(str, self.errors)) or "the controller gave no error details"
-        op = f" ({self.job.operation})" if self.job.operation else ""
-        return f"job {self.job.guid}{op} FAILED: {what}"
+        what = _quote_errors(self.errors) or "the controller gave no error details"
+        op = f" ({_short(self.job.operation, FIELD_CHARS)})" if self.job.operation else ""
+        return f"job {_short(self.job.guid, GUID_CHARS)}{op} FAILED: {what}"
 
 
 class JobTimeout(JobwatchError, TimeoutError):
@@ -189,8 +222,13 @@ class JobTimeout(JobwatchError, TimeoutError):
         self.job = job
 
     def __str__(self) -> str:
-        state = f"; last state {self.job.state}" if self.job else "; no answer seen"
-        return f"job {self.guid} did not end within {self.timeout:g} s{state}"
+        state = _short(self.job.state, FIELD_CHARS) if self.job else ""
+        seen = f"; last state {state}" if self.job else "; no answer seen"
+        return f"job {_short(self.guid, GUID_CHARS)} did not end within {self.timeout:g} s{seen}"
+
+
+class ClientClosed(JobwatchError):
+    """A call on a closed client, or a wait that was still going on when it closed."""
 
 
 STATUS_ERRORS: Mapping[int, type[ApiError]] = {
@@ -206,8 +244,16 @@ STATUS_ERRORS: Mapping[int, type[ApiError]] = {
     503: ServiceUnavailable,
 }
 
-#: Statuses worth another attempt: the server or the path to it is having trouble.
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+def is_transient_status(status: int) -> bool:
+    """True for statuses worth another attempt: the server or the path to it is in trouble.
+
+    408 and 429, and every 5xx but 501 (Not Implemented) and 505 (HTTP Version
+    Not Supported), which no retry changes. Load balancers and CDNs in front of
+    the API add their own (520-524, 507, ...). A 404 is decided by `ApiError`:
+    the router's is transient, the controller's is not.
+    """
+    return status in (408, 429) or (500 <= status < 600 and status not in (501, 505))
 
 
 def api_error(
@@ -217,12 +263,34 @@ def api_error(
     request_id: str | None,
     url: str,
     retry_after: float | None = None,
+    router_error: str | None = None,
 ) -> ApiError:
-    """Build the `ApiError` subclass for an error response, whatever shape its body has."""
+    """Build the `ApiError` subclass for an error response, whatever shape its body has.
+
+    A 404 that is not the controller's (the router's `unknown_route` while the
+    API VMs restart, or any body that is not its JSON envelope) is a plain,
+    transient `ApiError`, never `NotFound`: the job is not gone, the API is.
+    """
     text = body.decode("utf-8", "replace")
     errors = parse_error_body(text)
     cls = STATUS_ERRORS.get(status, ApiError)
-    return cls(status, errors, request_id=request_id, url=url, body=text, retry_after=retry_after)
+    if status == 404 and (router_error is not None or not errors):
+        cls = ApiError
+    return cls(
+        status,
+        errors,
+        request_id=request_id,
+        url=url,
+        body=text,
+        retry_after=retry_after,
+        router_error=router_error,
+    )
+
+
+#: What decoding a body and structuring it may raise, besides `BodyShapeError`:
+#: bad JSON and bad UTF-8 (ValueError), nesting too deep (RecursionError), and
+#: whatever else a decoder throws on hostile input. All of it is a typed error.
+DECODE_ERRORS = (ValueError, TypeError, RecursionError, OverflowError)
 
 
 def parse_error_body(text: str) -> tuple[ErrorDetail, ...]:
@@ -233,7 +301,8 @@ def parse_error_body(text: str) -> tuple[ErrorDetail, ...]:
     """
     try:
         data = json.loads(text)
-    except ValueError:
+    except DECODE_ERRORS:
+        # Not JSON, or JSON nested too deep to decode: no details, the status still speaks.
         return ()
     if isinstance(data, dict) and isinstance(data.get("errors"), list):
         items = data["errors"]
@@ -248,14 +317,38 @@ def _error_detail(item: Mapping[str, Any]) -> ErrorDetail:
     code = item.get("code")
     return ErrorDetail(
         code if isinstance(code, int) and not isinstance(code, bool) else None,
-        str(item.get("title") or ""),
-        str(item.get("detail") or ""),
+        _error_text(item.get("title")),
+        _error_text(item.get("detail")),
     )
 
 
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+def _error_text(value: object) -> str:
+    # Strings, and numbers as text; a list or an object is no title or detail (and
+    # str() of one nested a thousand deep would raise RecursionError).
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value) if value else ""
+    return ""
+
+
+def _short(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters; an ellipsis marks a cut."""
+    # Only a head is looked at: a 1 MB body need not be split whole for 200
+    # characters of it. Whitespace beyond 8:1 just makes the excerpt shorter.
+    head = text[: limit * 8]
+    line = " ".join(head.split())
+    if len(line) <= limit and len(head) == len(text):
+        return line
+    return line[: limit - 1] + "…"
+
+
+def _quote_errors(errors: Sequence[ErrorDetail]) -> str:
+    """The first entries, each cut short, and how many more: never a whole hostile list."""
+    quoted = [_short(str(error), DETAIL_CHARS) for error in errors[:QUOTED_ERRORS]]
+    if len(errors) > QUOTED_ERRORS:
+        quoted.append(f"and {len(errors) - QUOTED_ERRORS} more")
+    return "; ".join(quoted)
 
 
 def _path(url: str) -> str:

@@ -102,9 +102,24 @@ class Outcome:
         return self.error is None
 
 
+#: How much of a bad value a message shows: the body may be hostile.
+_SHOWN_CHARS = 60
+
+
+def _show(value: Any) -> str:
+    """A JSON value for an error message: scalars quoted and cut short, containers by type."""
+    if isinstance(value, list | dict):
+        # Never repr'd: one nested a thousand deep would raise RecursionError.
+        return type(value).__name__
+    if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+        return repr(value[:_SHOWN_CHARS]) + "…"
+    text = repr(value)  # None, a bool or a number (JSON ints stop at 4300 digits)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
+
+
 def _parse_state(value: Any, _: object) -> JobState | str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"state must be a non-empty string, not {value!r}")
+        raise ValueError(f"state must be a non-empty string, not {_show(value)}")
     try:
         return JobState(value)
     except ValueError:
@@ -115,11 +130,15 @@ def _parse_datetime(value: Any, _: object) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"timestamp must be a string, not {value!r}")
+        raise ValueError(f"timestamp must be a string, not {_show(value)}")
     # RFC 3339 (the schema's date-time) allows a lower-case "t" and "z"; fromisoformat does not.
-    parsed = datetime.fromisoformat(value.upper())
+    try:
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        # Its own message quotes the whole string, however long.
+        raise ValueError(f"timestamp is not ISO 8601: {_show(value)}") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"timestamp has no time zone: {value!r}")
+        raise ValueError(f"timestamp has no time zone: {_show(value)}")
     return parsed
 
 
@@ -136,7 +155,7 @@ def _parse_error(value: Any) -> ErrorDetail:
         raise ValueError(f"an error must be an object, not {type(value).__name__}")
     code = value.get("code")
     if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
-        raise ValueError(f"error code must be an integer, not {code!r}")
+        raise ValueError(f"error code must be an integer, not {_show(code)}")
     return ErrorDetail(code, _text(value.get("title")), _text(value.get("detail")))
 
 
@@ -170,7 +189,7 @@ def _parse_links(value: Any, _: object) -> Mapping[str, Link]:
     links = {}
     for name, link in value.items():
         if not isinstance(link, Mapping) or not isinstance(link.get("href"), str):
-            raise ValueError(f"link {name!r} must be an object with an href")
+            raise ValueError(f"link {_show(name)} must be an object with an href")
         method = link.get("method")
         links[name] = Link(link["href"], method if isinstance(method, str) else None)
     return links

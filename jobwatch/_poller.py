@@ -12,11 +12,10 @@ import logging
 import random
 from typing import Protocol
 
-import tenacity
-
-from ._errors import TRANSIENT_STATUSES, ApiError, TransportError
+from ._errors import ApiError, JobwatchError, TransportError
+from ._gate import RetryRules
 from ._models import Job
-from ._policy import PollPolicy, RetryPolicy
+from ._policy import PollPolicy
 
 log = logging.getLogger("jobwatch")
 
@@ -40,38 +39,14 @@ class Waiter(Protocol):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures another attempt may cure (DESIGN.md section 3)."""
-    if isinstance(exc, TransportError):
-        return exc.transient
-    return isinstance(exc, ApiError) and exc.status in TRANSIENT_STATUSES
-
-
-class RetryRules:
-    """A `RetryPolicy` turned into tenacity strategies, built once per client.
-
-    tenacity decides how long to back off and when to stop; the scheduler does
-    the waiting, so no retry object or coroutine is kept per job, and the
-    success path never touches tenacity.
-    """
-
-    __slots__ = ("_stop", "_wait", "attempts")
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self._wait = policy.backoff()
-        self._stop = policy.stop()
-        self.attempts = policy.attempts
-
-    def next_wait(self, state: tenacity.RetryCallState) -> float | None:
-        """Seconds before the next attempt, or None when it is time to give up."""
-        if self._stop(state):
-            return None
-        return float(self._wait(state))
+    """True for failures another attempt may cure (each error knows: `JobwatchError.transient`)."""
+    return isinstance(exc, JobwatchError) and exc.transient
 
 
 class JobPoll:
     """One guid's poll loop: the last job seen, its schedule, and who waits on it."""
 
-    __slots__ = ("_retry", "_step", "closed", "guid", "last", "seq", "task", "waiters")
+    __slots__ = ("_step", "closed", "failures", "guid", "last", "seq", "task", "waiters")
 
     def __init__(self, guid: str) -> None:
         self.guid = guid
@@ -81,16 +56,12 @@ class JobPoll:
         self.task: object | None = None
         self.closed = False
         self._step = 0  # how far into the current state's schedule
-        self._retry: tenacity.RetryCallState | None = None
+        #: Consecutive failed attempts of the current poll.
+        self.failures = 0
 
     def __repr__(self) -> str:
         state = self.last.state if self.last else "unseen"
         return f"<JobPoll {self.guid} {state} waiters={len(self.waiters)}>"
-
-    @property
-    def failures(self) -> int:
-        """Consecutive failed attempts of the current poll."""
-        return self._retry.attempt_number if self._retry else 0
 
     def add(self, waiter: Waiter) -> None:
         """Join a waiter; it sees the last known job at once."""
@@ -115,7 +86,7 @@ class JobPoll:
     ) -> float | None:
         """Take an answer; return when to poll next, or None when the loop is over."""
         previous, self.last = self.last, job
-        self._retry = None
+        self.failures = 0
         state_changed = previous is None or previous.state != job.state
         if state_changed or previous is None or previous.updated_at != job.updated_at:
             for waiter in self.waiters:
@@ -127,11 +98,7 @@ class JobPoll:
         if job.is_terminal:
             self.finish_all(None)
             return None
-        checks = [waiter for waiter in self.waiters if not waiter.until_terminal]
-        if checks:  # status checks are satisfied by this answer
-            self.waiters = [waiter for waiter in self.waiters if waiter.until_terminal]
-            for waiter in checks:
-                waiter.finish(job, None)
+        self._finish_checks(None)  # status checks are satisfied by this answer
         if not self.waiters:
             return None
         if state_changed:
@@ -139,21 +106,25 @@ class JobPoll:
         self._step += 1
         return now + policy.interval(job.state, self._step - 1, rng)
 
-    def failed(self, error: BaseException, now: float, rules: RetryRules) -> float | None:
-        """Take a failed attempt; return when to try again, or None when the loop is over."""
+    def failed(
+        self, error: BaseException, now: float, rules: RetryRules, *, bounded: bool = False
+    ) -> float | None:
+        """Take a failed attempt; return when to try again, or None when the loop is over.
+
+        After `rules.attempts` consecutive failures the status checks get the
+        error; waits keep trying until their own deadlines (the job goes on
+        server-side), unless `bounded` (the API has never answered: a wrong URL
+        must stay a quick, clear error).
+        """
         if not is_transient(error):
             self.finish_all(error)
             return None
-        if self._retry is None:
-            self._retry = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        else:
-            self._retry.attempt_number += 1
-        wait = rules.next_wait(self._retry)
-        if wait is None:
+        self.failures += 1
+        if self.failures >= rules.attempts:
             if isinstance(error, TransportError):
-                error.attempts = rules.attempts
-            self.finish_all(error)
-            return None
+                error.attempts = self.failures
+            self.give_up(error, everyone=bounded)
+        wait = rules.backoff(self.failures)
         server_wait = error.retry_after if isinstance(error, ApiError) else None
         if server_wait is not None:
             wait = max(wait, server_wait)
@@ -168,8 +139,27 @@ class JobPoll:
         log.warning(
             "job %s: attempt %d failed (%s); retrying in %.2f s",
             self.guid,
-            self._retry.attempt_number,
+            self.failures,
             error,
             wait,
         )
         return now + wait
+
+    def give_up(self, error: BaseException, *, everyone: bool) -> None:
+        """End the status checks (and with `everyone`, every wait) with `error`."""
+        if everyone:
+            self.finish_all(error)
+        else:
+            self._finish_checks(error)
+
+    def _finish_checks(self, error: BaseException | None) -> None:
+        checks = [waiter for waiter in self.waiters if not waiter.until_terminal]
+        if checks:
+            self.waiters = [waiter for waiter in self.waiters if waiter.until_terminal]
+            for waiter in checks:
+                waiter.finish(self.last, error)
+
+    @property
+    def has_checks(self) -> bool:
+        """True while a status check (satisfied by any answer) waits on this job."""
+        return any(not waiter.until_terminal for waiter in self.waiters)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import reprlib
 from urllib.parse import urlsplit
 
 import attrs
 
-from ._errors import ConfigError, InvalidJobReference
+from ._errors import ConfigError, InvalidJobReference, _short
 
 _GUID = re.compile(r"[A-Za-z0-9._-]+")
+#: The Cloud Controller's guids are 36; longer than this is no job's, and is not
+#: sent (with the token) to the API.
+MAX_GUID_CHARS = 255
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -41,31 +45,44 @@ class ApiBase:
         """Validate the API URL.
 
         Raises:
-            ConfigError: not an absolute http(s) URL, or plain http to a host that
-                is not loopback without `allow_insecure_http` (the token would
-                travel in clear text).
+            ConfigError: not an absolute http(s) URL, a URL with a path (such as
+                `/v3`) or port 0, or plain http to a host that is not loopback
+                without `allow_insecure_http` (the token would travel in clear text).
         """
         if not isinstance(api_url, str):
             raise ConfigError(f"the API URL must be a string, not {type(api_url).__name__}")
+        shown = repr(_short(api_url))
         parts = urlsplit(api_url.strip())
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError(f"the API URL {api_url!r} has an invalid port") from None
+            raise ConfigError(f"the API URL {shown} has an invalid port") from None
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ConfigError(f"the API URL must be absolute http(s), not {api_url!r}")
+            raise ConfigError(f"the API URL must be absolute http(s), not {shown}")
         if parts.query or parts.fragment:
-            raise ConfigError(f"the API URL must not have a query or fragment: {api_url!r}")
+            raise ConfigError(f"the API URL must not have a query or fragment: {shown}")
         if parts.username or parts.password:
             # It would ride along in every URL, message and repr.
             raise ConfigError("the API URL must not carry user info; give a token instead")
+        root = f"{parts.scheme}://{parts.netloc}"
+        if port == 0:
+            bare = f"{parts.scheme}://{parts.netloc.rpartition(':')[0]}"
+            raise ConfigError(
+                f"the API URL {shown} has port 0, which no server listens on; "
+                f"give {_short(bare)} (or the API's real port) instead"
+            )
+        if parts.path not in ("", "/"):
+            # `/v3` would make every job URL `/v3/v3/jobs/...`: a 404 for every job.
+            raise ConfigError(
+                f"the API URL is the API's root, without a path: give {_short(root)} "
+                f"instead of {shown} (jobwatch adds /v3/jobs/ itself)"
+            )
         if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
             raise ConfigError(
                 f"refusing plain http to {parts.hostname}: the token would travel in clear "
                 "text; use https, or pass allow_insecure_http=True if you really mean it"
             )
-        base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-        return cls(base, _origin(parts.scheme, parts.hostname, port), f"{base}/v3/jobs/")
+        return cls(root, _origin(parts.scheme, parts.hostname, port), f"{root}/v3/jobs/")
 
     def resolve(self, job: str) -> tuple[str, str]:
         """Turn a guid or a job URL into `(guid, url)`.
@@ -75,7 +92,7 @@ class ApiBase:
                 must never go to another host), or a URL that is not a job's.
         """
         if not isinstance(job, str):
-            raise InvalidJobReference(repr(job), "a job is a guid or a job URL string")
+            raise InvalidJobReference(reprlib.repr(job), "a job is a guid or a job URL string")
         if "://" in job:
             return self._resolve_url(job)
         check_guid(job)
@@ -104,9 +121,14 @@ class ApiBase:
 
 
 def check_guid(guid: str, reference: str | None = None) -> None:
-    """Refuse anything but letters, digits, `-`, `_` and `.` (and not `.` or `..`)."""
+    """Refuse anything but 1 to 255 letters, digits, `-`, `_` and `.` (and not `.` or `..`)."""
     if not guid:
         raise InvalidJobReference(reference or guid, "the guid is empty")
+    if len(guid) > MAX_GUID_CHARS:
+        raise InvalidJobReference(
+            reference or guid,
+            f"a guid has at most {MAX_GUID_CHARS} characters, this one {len(guid)}",
+        )
     if guid in {".", ".."} or not _GUID.fullmatch(guid):
         raise InvalidJobReference(
             reference or guid, "a guid has only letters, digits, '-', '_' and '.'"

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json
 import logging
-import math
 import ssl
-import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +20,15 @@ from typing import Any
 import aiohttp
 
 from ._auth import Credentials, refresh_failed
-from ._errors import JobwatchError, MalformedResponse, TransportError, api_error
+from ._errors import (
+    DECODE_ERRORS,
+    EXCERPT_CHARS,
+    ClientClosed,
+    JobwatchError,
+    MalformedResponse,
+    TransportError,
+    api_error,
+)
 from ._models import BodyShapeError, Job, structure_job
 from ._ratelimit import RateBudget
 
@@ -31,9 +36,6 @@ log = logging.getLogger("jobwatch")
 
 #: A job is well under 4 KiB; anything past this is not a job.
 MAX_BODY = 1024 * 1024
-#: The longest a server may make us wait (Retry-After, X-RateLimit-Reset): the
-#: Cloud Controller's rate-limit window is an hour.
-MAX_SERVER_WAIT = 3600.0
 #: Error bodies only feed a message excerpt: keep a little, drop the rest.
 MAX_ERROR_BODY = 64 * 1024
 
@@ -74,6 +76,7 @@ class Transport:
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         verify_ssl: bool = True,
+        rate_limit_share: float = 1.0,
     ) -> None:
         self._credentials = credentials
         self._session = session
@@ -83,7 +86,7 @@ class Transport:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
         self._headers: dict[str, str] = {}
         self._header_value: str | None = None
-        self.budget = RateBudget()
+        self.budget = RateBudget(rate_limit_share)
         self.statuses: Counter[int | str] = Counter()
         self.in_flight = 0
         self.closed = False
@@ -94,7 +97,7 @@ class Transport:
 
     def _open(self) -> aiohttp.ClientSession:
         if self.closed:
-            raise RuntimeError("this jobwatch client is closed")
+            raise ClientClosed("this jobwatch client is closed")
         if self._session is None:
             ssl_arg: ssl.SSLContext | bool = bool(self._verify_ssl)
             connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_arg)
@@ -108,6 +111,7 @@ class Transport:
     async def close(self) -> None:
         """Close the session if this transport made it; a borrowed one stays open."""
         self.closed = True
+        await self._credentials.aclose()  # a token refresh still running ends first
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
@@ -155,7 +159,8 @@ class Transport:
             body,
             request_id=request_id,
             url=url,
-            retry_after=self._server_wait(status, meta),
+            retry_after=self.budget.server_wait(status, meta, asyncio.get_running_loop().time()),
+            router_error=meta.get("X-Cf-Routererror"),
         )
 
     async def post_form(
@@ -212,30 +217,8 @@ class Transport:
             # (the token) in `request_info`, so it must not ride along as __context__.
             raise error
         self.statuses[status] += 1
-        self.budget.observe(
-            meta.get("X-RateLimit-Limit"),
-            meta.get("X-RateLimit-Remaining"),
-            meta.get("X-RateLimit-Reset"),
-            now=loop.time(),
-            others=self.in_flight,
-        )
+        self.budget.observe(meta, now=loop.time(), others=self.in_flight)
         return status, body, meta
-
-    def _server_wait(self, status: int, meta: Mapping[str, str]) -> float | None:
-        """Seconds the server asked us to wait (429, 503); a 429 pauses the whole client."""
-        if status not in (429, 503):
-            return None
-        wait = parse_retry_after(meta.get("Retry-After"))
-        if wait is None and status == 429:
-            reset = meta.get("X-RateLimit-Reset")
-            try:
-                wait = _bounded_wait(float(reset) - time.time()) if reset else None
-            except ValueError:
-                wait = None
-        if status == 429:
-            now = asyncio.get_running_loop().time()
-            self.budget.pause(now + (wait if wait is not None else 1.0), now)
-        return wait
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
@@ -270,39 +253,24 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, url: str) -> b
 
 
 def _job_from(body: bytes, url: str) -> Job:
+    """Decode a 200: the job asked for, or `MalformedResponse` (never a decoder's own error)."""
     try:
         data: Any = json.loads(body)
-    except ValueError:
-        raise MalformedResponse(
-            "the body is not JSON", status=200, body=body[:200].decode("utf-8", "replace"), url=url
-        ) from None
+    except RecursionError:
+        raise _malformed("the body is JSON nested too deep to be a job", body, url) from None
+    except DECODE_ERRORS:
+        raise _malformed("the body is not JSON", body, url) from None
     try:
-        return structure_job(data)
-    except BodyShapeError as exc:
-        excerpt = body[:200].decode("utf-8", "replace")
-        raise MalformedResponse(str(exc), status=200, body=excerpt, url=url) from None
+        job = structure_job(data)
+    except (BodyShapeError, *DECODE_ERRORS) as exc:
+        raise _malformed(str(exc), body, url) from None
+    # The URL asked for ends in the guid (`jobs_prefix + guid`): an answer about
+    # another job (a confused proxy or cache) must not pass for this one.
+    if job.guid != url[url.rfind("/") + 1 :]:
+        raise _malformed("the body is another job's: its guid is not the one asked for", body, url)
+    return job
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Read `Retry-After` as seconds or as an HTTP date; None when absent or unreadable.
-
-    Capped at `MAX_SERVER_WAIT`: a broken or hostile server must not pause a
-    client for ever.
-    """
-    if not value:
-        return None
-    try:
-        return _bounded_wait(float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return _bounded_wait(when.timestamp() - time.time())
-
-
-def _bounded_wait(seconds: float) -> float | None:
-    if math.isnan(seconds):
-        return None
-    return min(max(0.0, seconds), MAX_SERVER_WAIT)
+def _malformed(reason: str, body: bytes, url: str) -> MalformedResponse:
+    excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
+    return MalformedResponse(reason, status=200, body=excerpt, url=url)

@@ -8,6 +8,7 @@ import base64
 import bisect
 import collections
 import contextlib
+import email.utils
 import enum
 import json
 import math
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from http import HTTPStatus
 from types import TracebackType
 from typing import Literal, TextIO
 
@@ -30,6 +32,7 @@ __all__ = [
     "FakeCloudController",
     "FakeResponse",
     "Fault",
+    "Outage",
     "RateLimit",
     "RecordedRequest",
     "serve_forever",
@@ -61,6 +64,9 @@ CC_ERRORS: Mapping[int, tuple[int, str, str]] = {
 
 _JSON = "application/json; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
+_HTML = "text/html"
+#: The API's route in the router's messages when no fake is there to name its own.
+_DEFAULT_ROUTE = "api.example.org"
 _JOBS_PREFIX = "/v3/jobs/"
 _JOBS_PREFIX_LEN = len(_JOBS_PREFIX)
 _HUGE_CHUNK = b"x" * 65536
@@ -78,7 +84,15 @@ _JOB_NOT_FOUND = _envelope(*CC_ERRORS[404])
 _UNKNOWN_REQUEST = _envelope(10000, "CF-NotFound", "Unknown request")
 _INVALID_TOKEN = _envelope(*CC_ERRORS[401])
 _NOT_AUTHENTICATED = _envelope(10002, "CF-NotAuthenticated", "Authentication error")
-_RATE_LIMITED = _envelope(*CC_ERRORS[429])
+# Byte for byte what the controller's rate limiter writes (its key order: detail, title, code).
+_RATE_LIMITED = (
+    b'{"errors":[{"detail":"Rate Limit Exceeded","title":"CF-RateLimitExceeded","code":10013}]}'
+)
+
+
+def _cc_error(detail: str, title: str, code: int) -> dict[str, object]:
+    """One error object in the key order the controller's `V3ErrorHasher` writes."""
+    return {"errors": [{"detail": detail, "title": title, "code": code}]}
 
 
 class Fault(enum.Enum):
@@ -94,8 +108,40 @@ class Fault(enum.Enum):
     DRIP = "drip"  #: 200 with the job body sent one byte every `drip_interval`
     SERVER_ERROR = "server_error"  #: 500 CF-ServerError envelope
     ROUTER_502 = "router_502"  #: gorouter's plain-text 502
+    ROUTER_404 = "router_404"  #: gorouter's plain-text 404 for an unknown route
+    ROUTER_503 = "router_503"  #: gorouter's plain-text 503, no endpoints registered
     MAINTENANCE_503 = "maintenance_503"  #: nginx's maintenance page during backups
     RATE_LIMITED_429 = "rate_limited_429"  #: 429 with Retry-After: 1
+
+
+class Outage(enum.Enum):
+    """What the API looks like from outside while part of the platform is down.
+
+    Scheduled by time with `FakeCloudController.schedule_outage` / `schedule_deploy`.
+    """
+
+    ROUTER_404 = "router_404"  #: gorouter, API VMs gone: 404 `unknown_route`, text/plain
+    ROUTER_502 = "router_502"  #: gorouter, the VM failed the request: 502 `endpoint_failure`
+    ROUTER_503 = "router_503"  #: gorouter, route known but empty: 503 `no_endpoints`
+    MAINTENANCE_503 = "maintenance_503"  #: nginx during backup/restore: 503 HTML page
+    DB_503 = "db_503"  #: the controller without its database: 503 `CF-ServiceUnavailable`
+    UAA_502 = "uaa_502"  #: the controller without the UAA: 502 `CF-UaaUnavailable`
+    RESET = "reset"  #: every connection reset before any byte
+    REFUSED = "refused"  #: nothing listens: connections are refused
+
+
+#: gorouter's plain-text error writer goes through Go's `http.Error`, which sets these.
+_ROUTER_HEADERS: Mapping[str, str] = {"X-Content-Type-Options": "nosniff"}
+#: The status lines Cloudflare sends for its own 52x errors.
+_CLOUDFLARE_REASONS: Mapping[int, str] = {
+    520: "Web Server Returned an Unknown Error",
+    521: "Web Server Is Down",
+    522: "Connection Timed Out",
+    523: "Origin Is Unreachable",
+    524: "A Timeout Occurred",
+}
+#: nginx-style phrases, which load balancers built on it keep.
+_LB_REASONS: Mapping[int, str] = {408: "Request Time-out", 504: "Gateway Time-out"}
 
 
 def _encode_body(body: str | bytes | Mapping[str, object] | Sequence[object] | None) -> bytes:
@@ -113,7 +159,9 @@ class FakeResponse:
     """One canned HTTP response, injected to replace a job GET.
 
     `dict`/`list` bodies are JSON-encoded; `delay` seconds pass before the answer
-    (the request counts as in flight meanwhile).
+    (the request counts as in flight meanwhile); `reason` is the status line's
+    phrase (None: the standard one). The class methods build each answer a real
+    foundation gives, from the controller, gorouter, nginx or a load balancer.
     """
 
     status: int = 200
@@ -124,6 +172,7 @@ class FakeResponse:
     content_type: str = "application/json"
     headers: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     delay: float = 0.0
+    reason: str | None = None
 
     @classmethod
     def error(
@@ -146,13 +195,57 @@ class FakeResponse:
         return cls(status, {"errors": [error]}, _JSON)
 
     @classmethod
-    def router_502(cls) -> FakeResponse:
-        """gorouter's 502 when the controller VM dies mid-request: plain text, not JSON."""
+    def router_502(
+        cls, cause: str = "dial tcp 10.0.16.12:9024: connect: connection refused"
+    ) -> FakeResponse:
+        """gorouter's 502 when the API VM fails the request: plain text, not JSON.
+
+        `X-Cf-Routererror` is `endpoint_failure (<cause>)`, the Go error that ended it.
+        """
         return cls(
             502,
             "502 Bad Gateway: Registered endpoint failed to handle the request.\n",
             _TEXT,
-            {"X-Cf-Routererror": "endpoint_failure"},
+            {**_ROUTER_HEADERS, "X-Cf-Routererror": f"endpoint_failure ({cause})"},
+        )
+
+    @classmethod
+    def router_404(cls, route: str = _DEFAULT_ROUTE) -> FakeResponse:
+        """gorouter's 404 while no API VM is registered: the router's, not "job not found"."""
+        return cls(
+            404,
+            f"404 Not Found: Requested route ('{route}') does not exist.\n",
+            _TEXT,
+            {
+                **_ROUTER_HEADERS,
+                "X-Cf-Routererror": "unknown_route",
+                "Cache-Control": "no-cache, no-store",
+            },
+        )
+
+    @classmethod
+    def router_503(cls, route: str = _DEFAULT_ROUTE) -> FakeResponse:
+        """gorouter's 503 when the route is known but has no endpoint left (`no_endpoints`)."""
+        return cls(
+            503,
+            f"503 Service Unavailable: Requested route ('{route}') has no available endpoints.\n",
+            _TEXT,
+            {
+                **_ROUTER_HEADERS,
+                "X-Cf-Routererror": "no_endpoints",
+                "Cache-Control": "public,max-age=2",
+            },
+        )
+
+    @classmethod
+    def router_503_connection_limit(cls, route: str = _DEFAULT_ROUTE) -> FakeResponse:
+        """gorouter's 503 when the API's endpoints hold their maximum of connections."""
+        return cls(
+            503,
+            f"503 Service Unavailable: Requested route ('{route}') "
+            "has reached the connection limit.\n",
+            _TEXT,
+            {**_ROUTER_HEADERS, "X-Cf-Routererror": "Connection Limit Reached"},
         )
 
     @classmethod
@@ -163,11 +256,31 @@ class FakeResponse:
 
     @classmethod
     def maintenance_503(cls) -> FakeResponse:
-        """The page nginx serves while the platform is being backed up."""
+        """What the API VMs' nginx answers on every path while a backup holds the lock."""
         return cls(
             503,
-            "<html><body><h1>API down for maintenance</h1></body></html>\n",
-            "text/html",
+            "API down for maintenance",
+            _HTML,
+            {"Server": "nginx"},
+            reason="Service Temporarily Unavailable",
+        )
+
+    @classmethod
+    def db_unavailable_503(cls) -> FakeResponse:
+        """The controller's 503 when its database connection fails."""
+        return cls(
+            503,
+            _cc_error("Database connection failure", "CF-ServiceUnavailable", 10015),
+            _JSON,
+        )
+
+    @classmethod
+    def uaa_unavailable_502(cls) -> FakeResponse:
+        """The controller's 502 when it cannot reach the UAA to check a token."""
+        return cls(
+            502,
+            _cc_error("The UAA service is currently unavailable", "CF-UaaUnavailable", 20004),
+            _JSON,
         )
 
     @classmethod
@@ -175,12 +288,57 @@ class FakeResponse:
         """The controller's 429: a JSON envelope served as text/plain, with Retry-After."""
         return cls(429, _RATE_LIMITED, _TEXT, {"Retry-After": str(retry_after)})
 
+    @classmethod
+    def rate_limited_legacy(cls, epoch: int, *, limit: int = 2000) -> FakeResponse:
+        """An older controller's 429: `Retry-After` is the reset epoch, equal to X-RateLimit-Reset.
+
+        `epoch` is on the server's clock; `FakeCloudController.server_time()` gives it.
+        """
+        return cls(
+            429,
+            _RATE_LIMITED,
+            _TEXT,
+            {
+                "Retry-After": str(epoch),
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(epoch),
+            },
+        )
+
+    @classmethod
+    def gateway_error(cls, status: int) -> FakeResponse:
+        """A load balancer's or CDN's error in front of the API: short HTML or text, no JSON.
+
+        408 and 504 come as an AWS load balancer's HTML page, 520-524 as
+        Cloudflare's `error code: 52x` text; any other status >= 400 as a generic
+        HTML page of the load balancer.
+        """
+        if status in _CLOUDFLARE_REASONS:
+            return cls(
+                status,
+                f"error code: {status}",
+                "text/plain; charset=UTF-8",
+                {"Server": "cloudflare", "CF-RAY": "8f1c2a3b4d5e6f70-AMS"},
+                reason=_CLOUDFLARE_REASONS[status],
+            )
+        if status < 400 or status > 599:
+            raise ValueError(f"not an error status: {status}")
+        reason = _LB_REASONS.get(status) or HTTPStatus(status).phrase
+        page = (
+            f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+        )
+        return cls(status, page, _HTML, {"Server": "awselb/2.0"}, reason=reason)
+
 
 _FAULT_RESPONSES: dict[Fault, FakeResponse] = {
     Fault.INVALID_JSON: FakeResponse(200, '{"guid":', _JSON),
     Fault.WRONG_SHAPE: FakeResponse(200, [1, 2], _JSON),
     Fault.SERVER_ERROR: FakeResponse.error(500),
     Fault.ROUTER_502: FakeResponse.router_502(),
+    Fault.ROUTER_404: FakeResponse.router_404(),
+    Fault.ROUTER_503: FakeResponse.router_503(),
     Fault.MAINTENANCE_503: FakeResponse.maintenance_503(),
     Fault.RATE_LIMITED_429: FakeResponse.rate_limited(1),
 }
@@ -196,12 +354,52 @@ def _check_window(instance: RateLimit, attribute: attrs.Attribute[float], value:
         raise ValueError("window must be positive")
 
 
+def _check_retry_after(instance: RateLimit, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("seconds", "epoch"):
+        raise ValueError(f"retry_after must be 'seconds' or 'epoch', not {value!r}")
+
+
+def _check_offset(
+    instance: RateLimit, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError("offset must be a finite number of seconds")
+
+
+def _check_vms(instance: RateLimit, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError("vms must be at least 1")
+
+
 @attrs.frozen
 class RateLimit:
-    """Fixed-window rate limiting per Authorization header, as the controller does it."""
+    """The controller's rate limiter: fixed windows per Authorization header value.
+
+    A token's windows are `[offset + k*window, offset + (k+1)*window)` on the
+    server's clock (epoch seconds). Each job GET with a valid token counts and
+    carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` (rounded down to 10 %
+    steps of the limit) and `X-RateLimit-Reset` (the window's end, truncated to
+    the second); past the limit it gets the text/plain 429.
+
+    Args:
+        limit: requests per window and token.
+        window: the window's length in seconds.
+        retry_after: `"seconds"`: the 429's `Retry-After` is delay-seconds until the
+            truncated reset (0 in the window's last second), as CAPI since May 2023;
+            `"epoch"`: the reset epoch itself, as older controllers send it.
+        offset: where windows start (seconds past a multiple of `window`); None
+            gives each token its own, drawn from the fake's seeded random numbers.
+        vms: API VMs the requests go round-robin over; each enforces
+            `ceil(limit / vms)` on its own count and estimates Remaining from it.
+    """
 
     limit: int = attrs.field(default=100, validator=_check_limit)
     window: float = attrs.field(default=60.0, validator=_check_window)
+    retry_after: Literal["seconds", "epoch"] = attrs.field(
+        default="seconds", kw_only=True, validator=_check_retry_after
+    )
+    offset: float | None = attrs.field(default=None, kw_only=True, validator=_check_offset)
+    vms: int = attrs.field(default=1, kw_only=True, validator=_check_vms)
 
 
 @attrs.frozen
@@ -279,11 +477,14 @@ class _Job:
 
 
 class _RateWindow:
-    __slots__ = ("count", "end")
+    """One token's place in its rate-limit windows: its offset and each VM's count."""
 
-    def __init__(self, end: float) -> None:
-        self.end = end
-        self.count = 0
+    __slots__ = ("counts", "index", "offset")
+
+    def __init__(self, offset: float, vms: int) -> None:
+        self.offset = offset
+        self.index: int | None = None
+        self.counts = [0] * vms
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:
@@ -306,10 +507,22 @@ class FakeCloudController:
 
     Injected responses and faults never advance a job's poll-count script.
 
+    Every answer carries a `Date` of the server's clock (`server_time()`: this
+    machine's plus `clock_skew`), which also dates jobs and rate-limit epochs.
+    Outages scheduled by time (`schedule_outage`, `schedule_deploy`) answer
+    every API path as the router, nginx or the controller do while part of the
+    platform is down; jobs go on meanwhile. The fake UAA (`POST /oauth/token`)
+    is another host in reality, so only `Outage.REFUSED` (the same socket here)
+    reaches it; `uaa_available` and `uaa_latency` act on it alone.
+
     Attributes:
         requests: every request seen, as `RecordedRequest` (unless `record_requests=False`).
         faults_injected: how many of each `Fault` were served, random or injected.
         rate_limited_count: 429s served by the rate limiter.
+        outage_requests: requests answered by an outage window (refused ones are never seen).
+        clock_skew: seconds the server's clock is ahead of this machine's (settable).
+        uaa_available: False makes `/oauth/token` answer the router's 503 (settable).
+        uaa_latency: seconds before the UAA answers (settable).
         refresh_calls: `POST /oauth/token` calls, successful or not.
         refresh_token: the refresh token the fake UAA accepts (settable).
         stall_seconds: how long `Fault.STALL` holds a request (default 30).
@@ -332,6 +545,7 @@ class FakeCloudController:
         record_requests: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock_skew: float = 0.0,
     ) -> None:
         """Configure the fake; nothing listens until `start()` / `async with`.
 
@@ -345,7 +559,12 @@ class FakeCloudController:
             uaa_client: the (client id, secret) the fake UAA expects.
             latency: seconds every job GET takes before answering.
             record_requests: keep `requests`; turn off for long benchmarks.
+            clock_skew: the server's clock is `time.time() + clock_skew`.
         """
+        self.clock_skew = clock_skew
+        self.uaa_available = True
+        self.uaa_latency = 0.0
+        self.outage_requests = 0
         self.refresh_token = refresh_token
         self.uaa_client = uaa_client
         self.latency = latency
@@ -363,8 +582,23 @@ class FakeCloudController:
         self._token_ttl = token_ttl_requests
         self._rate_limit = rate_limit
         self._windows: dict[str, _RateWindow] = {}
+        self._next_vm = 0
         self._fault_table = _fault_table((), faults)
         self._rng = random.Random(seed)
+        # A stream of its own, so the tokens seen do not shift the random faults.
+        self._offset_rng = random.Random(None if seed is None else f"rate-limit-{seed}")
+        self._fault_responses = dict(_FAULT_RESPONSES)
+        self._outage_responses: dict[Outage, FakeResponse] = {}
+        self._uaa_down = FakeResponse.router_503("uaa.example.org")
+        self._outages: list[tuple[Outage, float, float]] = []
+        self._outages_until = -math.inf  # the latest end of any window
+        self._timers: list[asyncio.TimerHandle] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
+        self._listener_lock: asyncio.Lock | None = None
+        self._site: web.TCPSite | None = None
+        self._bound_port = 0
+        self._date_sec = -1
+        self._date = ""
         self._record = record_requests
         self._host = host
         self._port = port
@@ -418,9 +652,17 @@ class FakeCloudController:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._site = site
         self._closing = False
+        self._listener_lock = asyncio.Lock()
         host, port = runner.addresses[0][:2]
+        self._bound_port = port
         self._url = f"http://{host}:{port}"
+        self._routes(str(host))
+        now = time.monotonic()
+        for kind, begin, end in self._outages:
+            if kind is Outage.REFUSED and end > now:
+                self._arm(begin, end)
 
     async def aclose(self) -> None:
         """Stop serving; requests still sleeping (STALL, DRIP, delay) are cut off at once."""
@@ -428,9 +670,132 @@ class FakeCloudController:
         if runner is None:
             return
         self._closing = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._listener_tasks):
+            task.cancel()
+        for task in list(self._listener_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for future in list(self._sleepers):
             _resolve(future, False)
+        self._site = None
         await runner.cleanup()
+
+    def _routes(self, host: str) -> None:
+        """The answers that name the fake's own routes (`api.<host>`, `uaa.<host>`)."""
+        api = f"api.{host}"
+        self._fault_responses[Fault.ROUTER_404] = FakeResponse.router_404(api)
+        self._fault_responses[Fault.ROUTER_503] = FakeResponse.router_503(api)
+        self._uaa_down = FakeResponse.router_503(f"uaa.{host}")
+        self._outage_responses = {
+            Outage.ROUTER_404: self._fault_responses[Fault.ROUTER_404],
+            Outage.ROUTER_502: FakeResponse.router_502(),
+            Outage.ROUTER_503: self._fault_responses[Fault.ROUTER_503],
+            Outage.MAINTENANCE_503: FakeResponse.maintenance_503(),
+            Outage.DB_503: FakeResponse.db_unavailable_503(),
+            Outage.UAA_502: FakeResponse.uaa_unavailable_502(),
+        }
+
+    # -- outages -------------------------------------------------------------------------
+
+    def schedule_outage(self, kind: Outage, duration: float, *, start: float = 0.0) -> None:
+        """Answer every API path as `kind` does for `duration` seconds, `start` seconds from now.
+
+        Several windows may be scheduled; where they overlap, the one that starts
+        first answers. Jobs go on server-side meanwhile, and a job GET answered
+        by the outage still counts in `polls()`.
+        """
+        if not isinstance(kind, Outage):
+            raise TypeError(f"not an Outage: {kind!r}")
+        if not duration > 0 or not math.isfinite(duration):
+            raise ValueError("duration must be a positive number of seconds")
+        if not start >= 0 or not math.isfinite(start):
+            raise ValueError("start must be a non-negative number of seconds")
+        begin = time.monotonic() + start
+        self._add_window(kind, begin, begin + duration)
+
+    def schedule_deploy(
+        self, steps: Sequence[tuple[Outage, float]], *, start: float = 0.0
+    ) -> None:
+        """Schedule back-to-back outage windows, as a deploy goes through them.
+
+        E.g. `[(Outage.MAINTENANCE_503, 5), (Outage.ROUTER_404, 5), (Outage.REFUSED, 5)]`.
+        """
+        for kind, duration in steps:  # check them all before scheduling any
+            if not isinstance(kind, Outage) or not duration > 0 or not math.isfinite(duration):
+                raise ValueError(f"bad deploy step {(kind, duration)!r}")
+        if not start >= 0 or not math.isfinite(start):
+            raise ValueError("start must be a non-negative number of seconds")
+        begin = time.monotonic() + start
+        for kind, duration in steps:
+            end = begin + duration
+            self._add_window(kind, begin, end)
+            begin = end
+
+    def _add_window(self, kind: Outage, begin: float, end: float) -> None:
+        bisect.insort(self._outages, (kind, begin, end), key=lambda window: window[1])
+        self._outages_until = max(self._outages_until, end)
+        if kind is Outage.REFUSED and self._runner is not None:
+            self._arm(begin, end)
+
+    @property
+    def outage_active(self) -> Outage | None:
+        """The outage answering right now, or None."""
+        return self._outage_at(time.monotonic())
+
+    @property
+    def outage_windows(self) -> list[tuple[Outage, float, float]]:
+        """Every window scheduled, as `(kind, start, end)` in `time.monotonic()` seconds."""
+        return list(self._outages)
+
+    def _outage_at(self, now: float) -> Outage | None:
+        if now >= self._outages_until:
+            return None
+        for kind, begin, end in self._outages:
+            if begin > now:
+                return None
+            if now < end:
+                return kind
+        return None
+
+    def _arm(self, begin: float, end: float) -> None:
+        """Close the listening socket at `begin` and listen again at `end`."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        for when in (begin, end):
+            self._timers.append(loop.call_later(max(when - now, 0.0), self._transition, when))
+
+    def _transition(self, when: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._reconcile_listener(when))
+        self._listener_tasks.add(task)
+        task.add_done_callback(self._listener_tasks.discard)
+
+    async def _reconcile_listener(self, when: float) -> None:
+        """Listen, or not, as the REFUSED windows say for the instant `when`."""
+        assert self._listener_lock is not None
+        async with self._listener_lock:
+            runner = self._runner
+            if runner is None:
+                return
+            refused = any(
+                kind is Outage.REFUSED and begin <= when < end
+                for kind, begin, end in self._outages
+            )
+            if refused and self._site is not None:
+                site, self._site = self._site, None
+                await site.stop()
+                server = runner.server
+                if server is not None:
+                    # Nothing listens: keep-alive connections are gone too.
+                    for handler in server.connections:
+                        if handler.transport is not None:
+                            _reset(handler.transport)
+            elif not refused and self._site is None:
+                site = web.TCPSite(runner, self._host, self._bound_port, backlog=1024)
+                await site.start()
+                self._site = site
 
     # -- public state --------------------------------------------------------------------
 
@@ -460,6 +825,10 @@ class FakeCloudController:
         self._token = value
         self._bearer = f"bearer {value}"
         self._token_uses = 0
+
+    def server_time(self) -> float:
+        """The server's clock: `time.time() + clock_skew`, epoch seconds."""
+        return time.time() + self.clock_skew
 
     @property
     def in_flight(self) -> int:
@@ -561,7 +930,7 @@ class FakeCloudController:
 
     def _created_sec(self, created_at: datetime | str | None) -> int:
         if created_at is None:
-            return int(time.time())
+            return int(self.server_time())
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
         if created_at.tzinfo is None:
@@ -633,10 +1002,15 @@ class FakeCloudController:
                         request.method, path, guid, auth, request.headers.get(hdrs.HOST), now
                     )
                 )
-            if guid is not None and guid and "/" not in guid and request.method == "GET":
-                return await self._job_request(request, guid, auth, now)
+            job_guid = guid if guid and "/" not in guid and request.method == "GET" else None
             if path == "/oauth/token" and request.method == "POST":
-                return await self._token_request(request)
+                return await self._token_request(request)  # another host: no outage here
+            if now < self._outages_until:
+                kind = self._outage_at(now)
+                if kind is not None:
+                    return await self._serve_outage(request, kind, job_guid, now)
+            if job_guid is not None:
+                return await self._job_request(request, job_guid, auth, now)
             if path == "/" and request.method == "GET":
                 return self._root()
             return web.Response(status=404, body=_UNKNOWN_REQUEST, headers=self._headers(_JSON))
@@ -646,11 +1020,18 @@ class FakeCloudController:
     def _headers(self, content_type: str) -> dict[str, str]:
         self._request_no += 1
         rid = f"{self._rid_prefix}{self._request_no:012x}::{self._rid_suffix}"
-        return {hdrs.CONTENT_TYPE: content_type, "X-Vcap-Request-Id": rid}
+        # aiohttp's own Date would be this machine's clock: the server's goes in instead.
+        second = int(time.time() + self.clock_skew)
+        if second != self._date_sec:
+            self._date_sec = second
+            self._date = email.utils.formatdate(second, usegmt=True)
+        return {
+            hdrs.CONTENT_TYPE: content_type,
+            hdrs.DATE: self._date,
+            "X-Vcap-Request-Id": rid,
+        }
 
-    async def _job_request(
-        self, request: web.BaseRequest, guid: str, auth: str | None, now: float
-    ) -> web.StreamResponse:
+    def _count_poll(self, guid: str, now: float) -> _Job | None:
         job = self._jobs.get(guid)
         if job is None:
             self._unknown_polls[guid] += 1
@@ -658,6 +1039,25 @@ class FakeCloudController:
             job.polls += 1
             if job.first_poll is None:
                 job.first_poll = now
+        return job
+
+    async def _serve_outage(
+        self, request: web.BaseRequest, kind: Outage, guid: str | None, now: float
+    ) -> web.StreamResponse:
+        if kind is Outage.REFUSED:
+            # Came in before the listener closed: it was never really served.
+            return _abort(request)
+        if guid is not None:
+            self._count_poll(guid, now)
+        self.outage_requests += 1
+        if kind is Outage.RESET:
+            return _abort(request)
+        return await self._serve_fake(request, self._outage_responses[kind])
+
+    async def _job_request(
+        self, request: web.BaseRequest, guid: str, auth: str | None, now: float
+    ) -> web.StreamResponse:
+        job = self._count_poll(guid, now)
 
         if self._injected:
             queue = self._injected.get(guid)
@@ -681,20 +1081,21 @@ class FakeCloudController:
                     return await self._serve_fault(request, fault, job)
 
         headers = self._headers(_JSON)
-        if self._rate_limit is not None and not self._count_request(auth, headers):
-            self.rate_limited_count += 1
-            headers[hdrs.CONTENT_TYPE] = _TEXT
-            return web.Response(status=429, body=_RATE_LIMITED, headers=headers)
-
+        # The token is checked before the rate limiter counts: a bad one gets 401, never 429.
         if self._token is not None:
             if auth is None:
                 return web.Response(status=401, body=_NOT_AUTHENTICATED, headers=headers)
             if auth != self._bearer and (auth[7:] != self._token or auth[:7].lower() != "bearer "):
                 return web.Response(status=401, body=_INVALID_TOKEN, headers=headers)
-            if self._token_ttl is not None:
-                self._token_uses += 1
-                if self._token_uses > self._token_ttl:
-                    return web.Response(status=401, body=_INVALID_TOKEN, headers=headers)
+            if self._token_ttl is not None and self._token_uses >= self._token_ttl:
+                return web.Response(status=401, body=_INVALID_TOKEN, headers=headers)
+
+        if self._rate_limit is not None and not self._count_request(auth, headers):
+            self.rate_limited_count += 1
+            headers[hdrs.CONTENT_TYPE] = _TEXT
+            return web.Response(status=429, body=_RATE_LIMITED, headers=headers)
+        if self._token is not None and self._token_ttl is not None:
+            self._token_uses += 1
 
         if self.latency > 0:
             if not await self._sleep(self.latency):
@@ -706,21 +1107,37 @@ class FakeCloudController:
 
     def _count_request(self, auth: str | None, headers: dict[str, str]) -> bool:
         """Count a request in its token's window and set the headers; False when over."""
-        assert self._rate_limit is not None
-        limit = self._rate_limit.limit
-        wall = time.time()
+        rate = self._rate_limit
+        assert rate is not None
+        limit, length, vms = rate.limit, rate.window, rate.vms
+        server_now = time.time() + self.clock_skew
         key = auth or ""
         window = self._windows.get(key)
-        if window is None or wall >= window.end:
-            window = self._windows[key] = _RateWindow(wall + self._rate_limit.window)
-        window.count += 1
-        remaining = max(limit - window.count, 0)
+        if window is None:
+            offset = self._offset_rng.random() * length if rate.offset is None else rate.offset
+            window = self._windows[key] = _RateWindow(offset % length, vms)
+        index = math.floor((server_now - window.offset) / length)
+        if index != window.index:
+            window.index = index
+            window.counts = [0] * vms
+        vm = 0
+        if vms > 1:
+            vm = self._next_vm % vms
+            self._next_vm = vm + 1
+        per_vm = -(-limit // vms)
+        count = window.counts[vm] = window.counts[vm] + 1
+        # Each VM only knows its own count: the fraction left there, in 10 % steps, of the limit.
+        remaining = max(per_vm - count, 0) * 10 // per_vm * limit // 10
+        reset = math.floor(window.offset + (index + 1) * length)
         headers["X-RateLimit-Limit"] = str(limit)
-        headers["X-RateLimit-Remaining"] = str(remaining * 10 // limit * limit // 10)
-        headers["X-RateLimit-Reset"] = str(math.ceil(window.end))
-        if window.count <= limit:
+        headers["X-RateLimit-Remaining"] = str(remaining)
+        headers["X-RateLimit-Reset"] = str(reset)
+        if count <= per_vm:
             return True
-        headers["Retry-After"] = str(max(1, math.ceil(window.end - wall)))
+        if rate.retry_after == "epoch":
+            headers["Retry-After"] = str(reset)
+        else:
+            headers["Retry-After"] = str(max(int(reset - server_now), 0))
         return False
 
     def _job_body(self, job: _Job, now: float, *, advance: bool) -> bytes:
@@ -748,7 +1165,7 @@ class FakeCloudController:
             updated = job.created_sec
         else:
             # Second resolution like the controller, but a change must show in updated_at.
-            updated = max(int(changed + self._wall_offset), job.updated_sec + 1)
+            updated = max(int(changed + self._wall_offset + self.clock_skew), job.updated_sec + 1)
         job.body_state = state
         job.updated_sec = updated
         links: dict[str, dict[str, str]] = {"self": {"href": self.job_url(job.guid)}}
@@ -778,12 +1195,14 @@ class FakeCloudController:
             return _abort(request)
         headers = self._headers(fake.content_type)
         headers.update(fake.headers)
-        return web.Response(status=fake.status, body=_encode_body(fake.body), headers=headers)
+        return web.Response(
+            status=fake.status, reason=fake.reason, body=_encode_body(fake.body), headers=headers
+        )
 
     async def _serve_fault(
         self, request: web.BaseRequest, fault: Fault, job: _Job | None
     ) -> web.StreamResponse:
-        fake = _FAULT_RESPONSES.get(fault)
+        fake = self._fault_responses.get(fault)
         if fake is not None:
             return await self._serve_fake(request, fake)
         if fault is Fault.RESET:
@@ -862,6 +1281,10 @@ class FakeCloudController:
 
     async def _token_request(self, request: web.BaseRequest) -> web.StreamResponse:
         self.refresh_calls += 1
+        if not self.uaa_available:
+            return await self._serve_fake(request, self._uaa_down)
+        if self.uaa_latency > 0 and not await self._sleep(self.uaa_latency):
+            return _abort(request)
         form = await request.post()
         client_id, client_secret = form.get("client_id"), form.get("client_secret", "")
         basic = request.headers.get(hdrs.AUTHORIZATION, "")
@@ -909,12 +1332,20 @@ def _abort(request: web.BaseRequest) -> web.StreamResponse:
     """Reset the connection (RST, not FIN); aiohttp then drops the returned response."""
     transport = request.transport
     if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
+        _reset(transport)
     return web.Response()
+
+
+def _reset(transport: asyncio.BaseTransport) -> None:
+    """Close with a RST: linger 0, then abort."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
+    else:
+        transport.close()
 
 
 async def serve_forever(

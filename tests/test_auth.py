@@ -10,7 +10,9 @@ import pickle
 import shutil
 import ssl
 import subprocess
+import time
 import traceback
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +23,8 @@ from aiohttp import web
 
 import jobwatch
 from jobwatch import PollPolicy, RetryPolicy, UAATokenProvider
-from jobwatch._auth import read_cf_config, uaa_token_url
+from jobwatch import _auth as auth_module
+from jobwatch._auth import Token, jwt_expiry, read_cf_config, uaa_token_url
 from jobwatch.testing import FakeCloudController, FakeResponse
 
 POLL = PollPolicy(initial=0.01, maximum=0.05, polling_initial=0.02, polling_maximum=0.1)
@@ -539,6 +542,324 @@ async def test_unattached_provider_says_to_give_it_to_a_client() -> None:
     provider = UAATokenProvider("https://uaa.example.org", refresh_token=REFRESH)
     with pytest.raises(RuntimeError, match="Client"):
         await provider()
+
+
+# -- refresh ahead of expiry, shielded from cancelled waiters ---------------------------------
+
+
+def jwt(expires_in: float | None, **claims: Any) -> str:
+    """An unsigned JWT (`alg: none`) whose `exp` is `expires_in` seconds from now."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    payload = {"jti": uuid.uuid4().hex, **claims}
+    if expires_in is not None:
+        payload["exp"] = int(time.time() + expires_in)
+    return f"{part({'alg': 'none'})}.{part(payload)}."
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait (in millisecond steps, 2 s at most) until `condition()` holds."""
+    for _ in range(400):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the condition never held")
+
+
+def refresh_tasks() -> list[asyncio.Task[Any]]:
+    """The token refreshes still running on the loop."""
+    return [
+        t for t in asyncio.all_tasks() if t.get_name() == "jobwatch-token-refresh" and not t.done()
+    ]
+
+
+class GatedRefresh:
+    """A token provider whose refresh waits for `go`; the new token is `fresh-<n>`."""
+
+    def __init__(self, cc: FakeCloudController, token: str) -> None:
+        self.cc = cc
+        self.token = token
+        self.refreshing = asyncio.Event()
+        self.go = asyncio.Event()
+        self.refreshes = 0
+        self.completed = 0
+
+    def __call__(self) -> str:
+        return f"bearer {self.token}"
+
+    async def refresh(self) -> None:
+        self.refreshes += 1
+        self.refreshing.set()
+        await self.go.wait()
+        self.token = self.cc.token = f"fresh-{self.refreshes}-{LIVE}"
+        self.completed += 1
+
+
+class FailingRefresh:
+    """A token provider whose refresh raises: a UAA it cannot reach."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.refreshes = 0
+
+    def __call__(self) -> str:
+        return f"bearer {self.token}"
+
+    def refresh(self) -> None:
+        self.refreshes += 1
+        raise ConnectionRefusedError("connect call failed ('10.0.0.9', 443)")
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"exp": 1_700_000_000}, 1_700_000_000.0),
+        ({"exp": 1_700_000_000.5}, 1_700_000_000.5),
+        ({}, None),
+        ({"exp": "1700000000"}, None),
+        ({"exp": True}, None),
+    ],
+    ids=["int", "float", "no-exp", "string-exp", "bool-exp"],
+)
+def test_jwt_expiry_reads_exp_without_checking_the_signature(
+    claims: dict[str, Any], expected: float | None
+) -> None:
+    """`exp` is read from the payload of a `bearer <JWT>`; anything unreadable is None."""
+    header = jwt(None, **claims)
+    assert jwt_expiry(f"bearer {header}") == expected
+    assert jwt_expiry(f"Bearer {header}x") == expected  # a signature is not checked
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        f"bearer {LIVE}",
+        "bearer eyJhbGciOiJub25lIn0.bm90IGpzb24.",
+        "bearer eyJhbGciOiJub25lIn0.W10.",
+        "bearer eyJhbGciOiJub25lIn0.eyJleHAiOiBJbmZpbml0eX0.",
+        "bearer eyJhbGciOiJub25lIn0.e30",
+        "bearer eyJh.%%%.x",
+        "basic eyJhbGciOiJub25lIn0.eyJleHAiOiAxfQ.",
+    ],
+    ids=[
+        "none",
+        "empty",
+        "opaque",
+        "not-json",
+        "list",
+        "infinity",
+        "two-parts",
+        "bad-b64",
+        "basic",
+    ],
+)
+def test_jwt_expiry_of_what_is_not_a_readable_jwt_is_none(header: str | None) -> None:
+    """Opaque tokens, broken payloads and other schemes have no expiry to act on."""
+    assert jwt_expiry(header) is None
+
+
+@pytest.mark.parametrize("expires_in", [30, -5], ids=["in-30s", "expired"])
+async def test_token_near_its_expiry_is_refreshed_before_the_first_request(
+    expires_in: float,
+) -> None:
+    """200 concurrent get_jobs over a JWT with < 60 s left: one refresh first, no 401 at all."""
+    soon = jwt(expires_in)
+    async with FakeCloudController(token=soon) as cc:
+        guids = cc.add_jobs(200, states=("COMPLETE",))
+        provider = UAATokenProvider(cc.uaa_url, refresh_token=cc.refresh_token, access_token=soon)
+        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            jobs = await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
+            stats = cf.stats
+        assert [j.guid for j in jobs] == guids
+        assert cc.refresh_calls == 1
+        assert stats.by_status == {200: 200}
+        assert {r.authorization for r in cc.requests if r.guid} == {f"bearer {cc.token}"}
+        assert cc.token != soon
+
+
+@pytest.mark.parametrize(
+    "token",
+    [jwt(600), LIVE, jwt(None), "eyJhbGciOiJub25lIn0.bm90IGpzb24."],
+    ids=["jwt-10-min", "opaque", "jwt-without-exp", "jwt-unreadable"],
+)
+async def test_token_without_a_near_expiry_is_not_refreshed_ahead(token: str) -> None:
+    """A JWT with 10 min left, or a token with no readable `exp`, is sent as it is."""
+    async with FakeCloudController(token=token) as cc:
+        guids = cc.add_jobs(50, states=("COMPLETE",))
+        provider = UAATokenProvider(cc.uaa_url, refresh_token=cc.refresh_token, access_token=token)
+        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
+            await cf.get_job(guids[0], timeout=5)
+        assert cc.refresh_calls == 0
+        assert {r.authorization for r in cc.requests} == {f"bearer {token}"}
+
+
+async def test_refreshed_token_near_its_end_is_not_refreshed_again_at_once() -> None:
+    """A UAA issuing 30-second tokens draws one refresh, not one per request."""
+    soon = jwt(30)
+
+    def answer(n: int, form: dict[str, str]) -> UAAAnswer:
+        return 200, {"access_token": jwt(30), "token_type": "bearer"}, {}
+
+    async with FakeCloudController(token=soon) as cc:
+        guid = cc.add_job(states=("COMPLETE",))
+        stub = UAAStub(cc, answer)
+        async with stub.running() as uaa:
+            provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=soon)
+            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+                for _ in range(20):
+                    await cf.get_job(guid, timeout=5)
+                stats = cf.stats
+    assert len(stub.forms) == 1
+    assert stats.by_status == {200: 20}
+
+
+async def test_refused_ahead_refresh_sends_the_old_token_until_the_api_refuses_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The UAA refuses: requests go on with the still-valid token; its 401 asks no UAA again."""
+    caplog.set_level(logging.INFO, logger="jobwatch")
+    soon = jwt(30)
+    async with FakeCloudController(token=soon, refresh_token="the-uaa-knows-another-one") as cc:
+        guids = cc.add_jobs(100, states=("COMPLETE",))
+        provider = UAATokenProvider(cc.uaa_url, refresh_token=REFRESH, access_token=soon)
+        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            jobs = await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
+            await cf.get_job(guids[0], timeout=5)  # a refusal is not asked again
+            assert cc.refresh_calls == 1
+            cc.token = "a-token-the-client-never-got"  # now the old one is really dead
+            with pytest.raises(jobwatch.Unauthorized) as caught:
+                await cf.get_job(guids[0], timeout=5)
+        assert len(jobs) == 100
+        assert cc.refresh_calls == 1
+        assert [e.title for e in caught.value.errors] == [
+            "CF-InvalidAuthToken",
+            "UAA-invalid_token",
+        ]
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "ahead" in r.message]
+    assert len(warned) == 1
+    logged = log_text(caplog)
+    for secret in (soon, REFRESH):
+        assert secret not in logged
+        assert secret not in exposed(caught.value)
+
+
+class Clock:
+    """Stands in for the `time` module in `jobwatch._auth`: real time plus `offset`."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.mark.parametrize("uaa", ["provider-raises", "uaa-503"])
+async def test_ahead_refresh_that_fails_lets_the_requests_through_with_the_old_token(
+    uaa: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The UAA is down: one attempt for 100 requests, which all pass; tried again 5 s on."""
+    caplog.set_level(logging.INFO, logger="jobwatch")
+    clock = Clock()
+    monkeypatch.setattr(auth_module, "time", clock)
+    soon = jwt(30)
+
+    def answer(n: int, form: dict[str, str]) -> UAAAnswer:
+        return 503, "UAA down for maintenance", {"Content-Type": "text/plain"}
+
+    async with FakeCloudController(token=soon) as cc:
+        guids = cc.add_jobs(100, states=("COMPLETE",))
+        stub = UAAStub(cc, answer)
+        async with stub.running() as url:
+            failing = FailingRefresh(soon)
+            token: Token = failing
+            if uaa == "uaa-503":
+                token = UAATokenProvider(url, refresh_token=REFRESH, access_token=soon)
+
+            def attempts() -> int:
+                return failing.refreshes if uaa == "provider-raises" else len(stub.forms)
+
+            async with jobwatch.Client(cc.url, token=token, poll=POLL, retry=RETRY) as cf:
+                jobs = await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
+                clock.offset = 4.0
+                await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids[:10]))
+                assert attempts() == 1  # no storm while the UAA stays down
+                clock.offset = 6.0
+                await cf.get_job(guids[0], timeout=5)
+                assert attempts() == 2
+                stats = cf.stats
+        assert len(jobs) == 100
+        assert stats.by_status == {200: 111}
+        assert {r.authorization for r in cc.requests if r.guid} == {f"bearer {soon}"}
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "ahead" in r.message]
+    assert len(warned) == 2
+    assert soon not in log_text(caplog)
+
+
+@pytest.mark.parametrize("waiters", [1, 50])
+@pytest.mark.parametrize("why", ["ahead", "after-401"])
+async def test_cancelled_waiters_do_not_cancel_the_refresh_nor_lose_its_token(
+    why: str, waiters: int
+) -> None:
+    """Every waiter cancelled mid-refresh gets CancelledError; the refresh ends and is used."""
+    sent = jwt(30) if why == "ahead" else EXPIRED
+    async with FakeCloudController(token=sent if why == "ahead" else LIVE) as cc:
+        guids = cc.add_jobs(waiters, states=("COMPLETE",))
+        provider = GatedRefresh(cc, sent)
+        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            tasks = [asyncio.ensure_future(cf.get_job(g, timeout=10)) for g in guids]
+            await asyncio.wait_for(provider.refreshing.wait(), 2)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 1)  # promptly, not when the refresh ends
+            assert cf.stats.waiting == 0
+            assert len(refresh_tasks()) == 1  # still going, for nobody in particular
+            assert provider.completed == 0
+
+            provider.go.set()
+            await eventually(lambda: provider.completed == 1 and not refresh_tasks())
+            before = len(cc.requests)
+            job = await cf.get_job(guids[0], timeout=5)
+            stats = cf.stats
+        assert job.guid == guids[0]
+        assert (provider.refreshes, provider.completed) == (1, 1)
+        assert [r.authorization for r in cc.requests[before:]] == [f"bearer {provider.token}"]
+        assert stats.by_status[200] == 1
+        assert (401 in stats.by_status) == (why == "after-401")
+
+
+@pytest.mark.parametrize("waiting", [True, False], ids=["waiter-left", "no-waiter-left"])
+async def test_closing_the_client_during_a_refresh_leaves_no_task(waiting: bool) -> None:
+    """aclose() ends a refresh still running; a waiter gets ClientClosed; nothing is left."""
+    before = asyncio.all_tasks()
+    soon = jwt(30)
+    async with FakeCloudController(token=soon) as cc:
+        guid = cc.add_job(states=("COMPLETE",))
+        provider = GatedRefresh(cc, soon)
+        cf = jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY)
+        task = asyncio.ensure_future(cf.get_job(guid, timeout=10))
+        await asyncio.wait_for(provider.refreshing.wait(), 2)
+        if not waiting:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert len(refresh_tasks()) == 1
+        await asyncio.wait_for(cf.aclose(), 1)
+        if waiting:
+            with pytest.raises(jobwatch.ClientClosed):
+                await asyncio.wait_for(task, 1)
+        assert refresh_tasks() == []
+        left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+        assert left == []
+        assert provider.completed == 0
+        assert cc.refresh_calls == 0
+        assert [r.authorization for r in cc.requests] == []
 
 
 # -- where requests may go --------------------------------------------------------------------

@@ -37,14 +37,17 @@ async def test_results_keep_input_order_and_collapse_duplicates(
 
 
 async def test_mixed_outcomes_side_by_side(cc: FakeCloudController) -> None:
-    """COMPLETE, FAILED, NotFound and a transport failure each end their own job only."""
+    """COMPLETE, FAILED, NotFound, a malformed body and a flaky job each end their own only."""
     done = cc.add_job(states=("PROCESSING", "COMPLETE"))
     failed = cc.add_job(states=("PROCESSING", "FAILED"))
     broken = cc.add_job(states=("COMPLETE",))
-    cc.inject(broken, *[Fault.SHORT_BODY] * 10)
+    cc.inject(broken, Fault.INVALID_JSON)
+    flaky = cc.add_job(states=("COMPLETE",))
+    cc.inject(flaky, *[Fault.SHORT_BODY] * 10)  # a wait rides through: the job goes on
     slow = cc.add_job(states=("PROCESSING",) * 6 + ("COMPLETE",))
     async with fast_client(cc.url) as cf:
-        outcomes = await cf.wait_for_jobs([done, failed, "no-such-job", broken, slow], timeout=5)
+        jobs = [done, failed, "no-such-job", broken, flaky, slow]
+        outcomes = await cf.wait_for_jobs(jobs, timeout=5)
     assert outcomes[done].ok
     assert outcomes[done].job is not None
     assert isinstance(outcomes[failed].error, jobwatch.JobFailed)
@@ -52,7 +55,9 @@ async def test_mixed_outcomes_side_by_side(cc: FakeCloudController) -> None:
     assert outcomes[failed].job.state == "FAILED"
     assert isinstance(outcomes["no-such-job"].error, jobwatch.NotFound)
     assert outcomes["no-such-job"].job is None
-    assert isinstance(outcomes[broken].error, jobwatch.TransportError)
+    assert isinstance(outcomes[broken].error, jobwatch.MalformedResponse)
+    assert outcomes[flaky].ok
+    assert cc.polls(flaky) == 11
     assert outcomes[slow].ok
 
 
@@ -310,5 +315,7 @@ async def test_cancelled_waits_do_not_keep_their_jobs_in_the_heap(
         with pytest.raises(asyncio.CancelledError):
             await task
         heap = cf._scheduler._heap
-        assert len(heap) >= len(guids) - 64  # entries stay until due, popped as stale then
-        assert all(poll.last is None for _, _, poll in heap)
+        assert all(poll.last is None for _, _, poll in heap)  # let go of at once
+        await asyncio.sleep(0.01)
+        assert heap == []  # and swept, with the dispatcher gone, once nothing waits
+        assert cf._scheduler._dispatcher is None

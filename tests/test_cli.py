@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import errno
+import io
 import json
 import os
 import pty
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import attrs
 import coverage
 import pytest
 
-from jobwatch import ClientStats, Job, JobTimeout, Outcome
-from jobwatch._cli import Tally, main, problem_line, progress_line
+from jobwatch import Client, ClientStats, Job, JobTimeout, Outcome, _cli
+from jobwatch._cli import (
+    Interrupt,
+    Output,
+    OutputError,
+    Run,
+    Tally,
+    main,
+    problem_line,
+    progress_line,
+    rich_frame,
+)
 from jobwatch.testing import FakeCloudController
 
 TOKEN = "cli-test-token"
@@ -412,6 +426,66 @@ async def test_ctrl_c_exits_130_with_the_summary_so_far(
     assert "1 still going" in result.out
 
 
+async def test_sigterm_exits_143_with_the_summary_so_far(
+    cc: FakeCloudController, env: dict[str, str]
+) -> None:
+    """SIGTERM (systemd, Kubernetes, a CI timeout) stops like Ctrl-C, but exits 143."""
+    done = cc.add_job(states=("COMPLETE",))
+    stuck = cc.add_job(states=("PROCESSING",))
+    proc = await start(["wait", "--timeout", "0", done, stuck], env)
+    for _ in range(500):
+        if cc.polls(stuck) and cc.polls(done):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # let the client take both answers
+    proc.send_signal(signal.SIGTERM)
+    result = await finish(proc, timeout=10)
+    assert result.code == 143, result
+    assert result.err == ""
+    assert "terminated (SIGTERM) after" in result.out
+    assert "1 of 2 jobs ended (1 COMPLETE" in result.out
+    assert "1 still going" in result.out
+    assert re.search(r"^\d+ requests, ", result.out, re.MULTILINE), result.out
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+async def test_unwritable_stdout_exits_74_with_one_line(
+    cc: FakeCloudController, env: dict[str, str], flags: list[str]
+) -> None:
+    """stdout on a full disk: exit 74 (EX_IOERR), never 1, and one line on stderr."""
+    job = cc.add_job(states=("FAILED",), errors=[BROKER_ERROR])
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        result = await finish(await start(["wait", *flags, job], env, stdout=full))
+    finally:
+        os.close(full)
+    assert result.code == 74, result
+    assert result.err == "jobwatch: error: cannot write to stdout: No space left on device\n"
+
+
+class _FullDisk(io.StringIO):
+    """A stream on a full disk: every write fails with ENOSPC."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+async def test_a_progress_line_that_cannot_be_written_stops_the_wait(
+    cc: FakeCloudController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed progress line ends a wait that would never end, and leaves nothing running."""
+    monkeypatch.setattr(_cli, "LINE_PERIOD_PIPE", 0.01)
+    stuck = cc.add_job(states=("PROCESSING",))
+    stream = _FullDisk()
+    output = Output(json_lines=False, quiet=False, stdout=stream, stderr=stream)
+    async with Client(cc.url, token=TOKEN) as cf:
+        run = Run(cf, output, Interrupt(), "jobwatch: test")
+        with pytest.raises(OutputError, match="No space left on device") as raised:
+            await run.wait([stuck], timeout=None)
+    assert raised.value.stream is stream
+
+
 async def test_get_prints_a_table_and_exits_by_state(
     cc: FakeCloudController, env: dict[str, str]
 ) -> None:
@@ -472,7 +546,7 @@ async def test_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]
         main(["wait", "--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for code in (0, 1, 2, 3, 4, 130):
+    for code in (0, 1, 2, 3, 4, 74, 130, 141, 143):
         assert re.search(rf"^\s+{code}\s+\S", out, re.MULTILINE), code
     assert "JOBWATCH_TOKEN" in out
 
@@ -527,4 +601,72 @@ async def test_problem_line_of_a_timeout_names_the_last_state() -> None:
     line = problem_line(Outcome("slow", job, JobTimeout("slow", 30.0, job)))
     assert line == (
         "TIMEOUT  slow  service_instance.create: did not end within 30 s; last state POLLING"
+    )
+
+
+def outage_stats(since: float | None) -> ClientStats:
+    """Counters of a client that has seen one outage (still going when `since` is set)."""
+    return ClientStats(
+        requests=9,
+        by_status={200: 7, 503: 2},
+        retries=2,
+        rate_limit_paused_seconds=0.0,
+        waiting=1,
+        in_flight=1,
+        outages=1,
+        outage_seconds=14.25,
+        unavailable_since=since,
+    )
+
+
+async def test_progress_line_shows_an_outage_while_it_lasts() -> None:
+    """While the API is down the line says since when (local time) and for how long."""
+    since = 1_700_000_000.0
+    clock = time.strftime("%H:%M:%S", time.localtime(since))
+    line = progress_line(Tally(2, started=0.0), outage_stats(since), 40.0, now=since + 35.4)
+    assert line == (
+        f"[  40.0 s] API unavailable since {clock} (35 s); "
+        "0/2 ended (0 COMPLETE, 0 FAILED, 0 timed out, 0 errors); going: no answer yet 2; "
+        "9 requests, 2 retries, 0 x 429, rate-limit pauses 0.0 s, 1 outage, 14.2 s"
+    )
+    back = progress_line(Tally(2, started=0.0), outage_stats(None), 60.0)
+    assert "unavailable" not in back
+    assert back.endswith("rate-limit pauses 0.0 s, 1 outage, 14.2 s")
+
+
+async def test_rich_frame_shows_an_outage_while_it_lasts() -> None:
+    """The live display says since when the API is down, and counts the outages."""
+    from rich.console import Console
+
+    since = 1_700_000_000.0
+    clock = time.strftime("%H:%M:%S", time.localtime(since))
+
+    def rendered(stats: ClientStats) -> str:
+        console = Console(file=io.StringIO(), width=120, color_system=None)
+        console.print(rich_frame("title", Tally(2, started=0.0), stats, 3.0, now=since + 7))
+        return cast(io.StringIO, console.file).getvalue()
+
+    down = rendered(outage_stats(since))
+    assert f"API unavailable since {clock} (7 s)" in down
+    assert "in flight 1 · 1 outage, 14.2 s" in down
+    assert "unavailable" not in rendered(outage_stats(None))
+
+
+class _Stats:
+    """Stands in for a Client where only its counters are read."""
+
+    def __init__(self, stats: ClientStats) -> None:
+        self.stats = stats
+
+
+async def test_summary_counts_outages_and_says_when_the_api_is_still_down() -> None:
+    """The final traffic line mentions outages, and an outage still going at the end."""
+    stdout = io.StringIO()
+    output = Output(json_lines=False, quiet=False, stdout=stdout, stderr=stdout)
+    run = Run(cast(Client, _Stats(outage_stats(time.time() - 5))), output, Interrupt(), "t")
+    assert run.report() == 0
+    traffic = stdout.getvalue().splitlines()[-1]
+    assert traffic.startswith("9 requests, 2 retries, 0 x 429, rate-limit pauses 0.0 s, ")
+    assert re.search(
+        r", 1 outage, 14.2 s; API unavailable since \d\d:\d\d:\d\d \([56] s\)$", traffic
     )

@@ -168,18 +168,24 @@ async def test_transient_errors_are_retried_then_raised(
     response: FakeResponse,
     cls: type[jobwatch.ApiError],
 ) -> None:
-    """5xx answers are retried; once is cured, `attempts` in a row raise their class."""
+    """5xx answers are retried: a wait rides through any number, a status check `attempts`."""
     cured = cc.add_job(states=("COMPLETE",))
     cc.inject(cured, response)
     assert (await cf.wait_for_job(cured, timeout=5)).state == "COMPLETE"
     assert cc.polls(cured) == 2
 
+    attempts = cf.retry_policy.attempts
+    outlasting = cc.add_job(states=("COMPLETE",))
+    cc.inject(outlasting, *[response] * (attempts * 2))
+    assert (await cf.wait_for_job(outlasting, timeout=5)).state == "COMPLETE"
+    assert cc.polls(outlasting) == attempts * 2 + 1
+
     broken = cc.add_job(states=("COMPLETE",))
-    cc.inject(broken, *[response] * cf.retry_policy.attempts)
+    cc.inject(broken, *[response] * attempts)
     with pytest.raises(cls) as caught:
-        await cf.wait_for_job(broken, timeout=5)
+        await cf.get_job(broken, timeout=5)
     assert type(caught.value) is cls
-    assert cc.polls(broken) == cf.retry_policy.attempts
+    assert cc.polls(broken) == attempts
 
 
 async def test_bare_502_keeps_its_details(cc: FakeCloudController, cf: jobwatch.Client) -> None:
@@ -423,9 +429,21 @@ async def test_closed_client_refuses_work(cc: FakeCloudController) -> None:
     """A closed client says so clearly instead of hanging or half-working."""
     cf = fast_client(cc.url, token=TOKEN)
     await cf.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
-        await cf.get_job("abc")
+    for call in (
+        cf.get_job("abc"),
+        cf.wait_for_job("abc"),
+        cf.get_jobs(["abc"]),
+        cf.wait_for_jobs(["abc"]),
+    ):
+        with pytest.raises(jobwatch.ClientClosed, match="closed"):
+            await call
+    with pytest.raises(jobwatch.ClientClosed):
+        cf.watch_job("abc")
+    with pytest.raises(jobwatch.ClientClosed):
+        async with cf:
+            pass
     assert "closed" in repr(cf)
+    assert cc.requests == []
 
 
 async def test_bad_arguments_fail_before_any_request(cc: FakeCloudController) -> None:
@@ -530,11 +548,8 @@ async def test_failing_token_provider_is_a_retried_transport_error(
 
 async def test_endless_retry_after_is_capped(cc: FakeCloudController) -> None:
     """`Retry-After: inf` from a broken server pauses for at most an hour, not for ever."""
-    from jobwatch._transport import MAX_SERVER_WAIT, parse_retry_after
+    from jobwatch._ratelimit import MAX_SERVER_WAIT
 
-    assert parse_retry_after("inf") == MAX_SERVER_WAIT
-    assert parse_retry_after("1e12") == MAX_SERVER_WAIT
-    assert parse_retry_after("nan") is None
     guid = cc.add_job()
     cc.inject(guid, FakeResponse(status=429, body="slow down", headers={"Retry-After": "inf"}))
     async with fast_client(cc.url, token=TOKEN) as cf:

@@ -32,9 +32,36 @@ URL = "https://api.example.org/v3/jobs/abc"
 )
 def test_each_status_maps_to_its_class(status: int, cls: type[jobwatch.ApiError]) -> None:
     """Every documented status has its class; others are a plain ApiError."""
-    error = api_error(status, b"{}", request_id=None, url=URL)
+    envelope = b'{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"Job not found"}]}'
+    error = api_error(status, envelope, request_id=None, url=URL)
     assert type(error) is cls
     assert error.status == status
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [(408, True), (429, True), (500, True), (501, False), (502, True), (503, True), (504, True)]
+    + [(505, False), (507, True), (520, True), (524, True), (599, True)]
+    + [(400, False), (401, False), (403, False), (409, False), (422, False), (418, False)],
+)
+def test_which_statuses_are_transient(status: int, transient: bool) -> None:
+    """408, 429 and every 5xx but 501 and 505 are worth another attempt (DESIGN section 3)."""
+    assert api_error(status, b"", request_id=None, url=URL).transient is transient
+
+
+def test_the_routers_404_is_not_the_jobs() -> None:
+    """gorouter's unknown_route (the API VMs are gone) is transient, and never NotFound."""
+    text = b"404 Not Found: Requested route ('api.example.org') does not exist.\n"
+    routed = api_error(404, text, request_id=None, url=URL, router_error="unknown_route")
+    assert type(routed) is jobwatch.ApiError
+    assert routed.transient and routed.router_error == "unknown_route"
+    assert "unknown_route" in str(routed)
+    # Not the controller's envelope (a load balancer's page): the API is not there either.
+    assert api_error(404, b"<html>nope</html>", request_id=None, url=URL).transient
+    envelope = b'{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"Job not found"}]}'
+    job_gone = api_error(404, envelope, request_id=None, url=URL)
+    assert type(job_gone) is jobwatch.NotFound
+    assert not job_gone.transient
 
 
 def test_message_names_status_error_and_request_id() -> None:

@@ -9,7 +9,7 @@ import pytest
 import tenacity
 
 from jobwatch import JobState, PollPolicy, RetryPolicy
-from jobwatch._poller import RetryRules
+from jobwatch._gate import RetryRules
 
 
 def take(policy: PollPolicy, state: str, n: int, seed: int = 1) -> list[float]:
@@ -68,18 +68,14 @@ def test_bad_retry_attempts_are_refused(attempts: float) -> None:
         RetryPolicy(attempts=attempts)  # type: ignore[arg-type]
 
 
-def test_retry_rules_back_off_and_stop_after_attempts() -> None:
-    """tenacity's strategies: growing waits within the cap, then give up."""
+def test_retry_rules_back_off_within_the_cap() -> None:
+    """tenacity's strategies: jittered waits growing from `initial` to `maximum`."""
     rules = RetryRules(RetryPolicy(initial=0.5, maximum=4, attempts=4))
-    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    waits = []
-    for attempt in range(1, 5):
-        state.attempt_number = attempt
-        waits.append(rules.next_wait(state))
-    assert waits[-1] is None
-    assert all(w is not None and 0.5 <= w <= 4 for w in waits[:-1])
-    assert waits[0] is not None
-    assert waits[0] <= 1.0
+    waits = [rules.backoff(attempt) for attempt in range(1, 10)]
+    assert 0.5 <= waits[0] <= 1.0
+    assert all(0.5 <= w <= 4.5 for w in waits)
+    assert min(waits[4:]) >= 4.0  # capped, plus up to `initial` of jitter
+    assert rules.attempts == 4
 
 
 def test_policies_are_frozen() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -14,11 +14,11 @@ from typing import Any
 
 import attrs
 import jsonschema
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jobwatch
+from jobwatch._errors import is_transient_status, parse_error_body
 from jobwatch._models import structure_job, unstructure_job
 from jobwatch.testing import FakeCloudController, FakeResponse
 
@@ -43,7 +43,6 @@ STATUS_ERRORS: dict[int, type[jobwatch.ApiError]] = {
     502: jobwatch.BadGateway,
     503: jobwatch.ServiceUnavailable,
 }
-TRANSIENT = frozenset({429, 500, 502, 503, 504})
 NO_BODY = frozenset({204, 304})  #: HTTP drops the body of these
 
 
@@ -58,10 +57,15 @@ class Served:
     cc: FakeCloudController
     cf: jobwatch.Client
 
-    def fetch(self, response: FakeResponse) -> tuple[jobwatch.Job | jobwatch.JobwatchError, int]:
-        """Serve `response` to one `get_job`; return what it gave and the GETs it cost."""
+    def fetch(
+        self, response: FakeResponse | Callable[[str], FakeResponse]
+    ) -> tuple[jobwatch.Job | jobwatch.JobwatchError, int]:
+        """Serve `response` to one `get_job`; return what it gave and the GETs it cost.
+
+        A callable gets the guid asked for, to build a body of that job.
+        """
         guid = self.cc.add_job(states=("PROCESSING",))
-        self.cc.inject(guid, response)
+        self.cc.inject(guid, response(guid) if callable(response) else response)
         result = self.runner.run(_get(self.cf, guid))
         # Nothing of the call is left behind: no poll loop, no request in flight.
         assert self.cf.stats.waiting == 0
@@ -259,15 +263,9 @@ RFC3339 = re.compile(
 
 
 def schema_validator(definition: str = "job_as_served") -> jsonschema.Draft202012Validator:
-    """A definition of the shared schema (skip when absent), with an RFC 3339 date-time check."""
+    """A definition of the vendored schema (tests/data), with an RFC 3339 date-time check."""
     env = os.environ.get("JOBWATCH_SCHEMA")
-    path = (
-        Path(env)
-        if env
-        else Path(__file__).resolve().parents[2] / "shared/schemas/cc-v3-job.schema.json"
-    )
-    if not path.is_file():
-        pytest.skip(f"schema not found at {path}")
+    path = Path(env) if env else Path(__file__).resolve().parent / "data/cc-v3-job.schema.json"
     schema = json.loads(path.read_text(encoding="utf-8"))
     schema["$ref"] = f"#/$defs/{definition}"
     checker = jsonschema.FormatChecker()
@@ -294,7 +292,12 @@ def test_any_json_body_gives_a_job_or_a_malformed_response() -> None:
         @SETTINGS
         @given(body=any_json_body)
         def check(body: Any) -> None:
-            result, gets = server.fetch(FakeResponse(200, json.dumps(body).encode()))
+            def respond(guid: str) -> FakeResponse:
+                if isinstance(body, dict) and "guid" in body:
+                    body["guid"] = guid  # the job asked for, or it is another job's body
+                return FakeResponse(200, json.dumps(body).encode())
+
+            result, gets = server.fetch(respond)
             assert isinstance(result, jobwatch.Job | jobwatch.MalformedResponse), result
             assert gets == 1
             if isinstance(result, jobwatch.Job):
@@ -316,7 +319,12 @@ def test_every_schema_valid_job_gives_a_job_with_its_fields() -> None:
         def check(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
             body, want = pair
             validator.validate(body)
-            result, _ = server.fetch(FakeResponse(200, json.dumps(body).encode()))
+
+            def respond(guid: str) -> FakeResponse:
+                body["guid"] = want["guid"] = guid  # the body of the job asked for
+                return FakeResponse(200, json.dumps(body).encode())
+
+            result, _ = server.fetch(respond)
             assert isinstance(result, jobwatch.Job), result
             got = {key: getattr(result, key) for key in want}
             assert got == want
@@ -342,7 +350,9 @@ def test_any_status_with_any_body_is_its_error_a_retry_or_a_job() -> None:
             if status == 200:
                 assert isinstance(result, jobwatch.Job | jobwatch.MalformedResponse), result
                 assert gets == 1
-            elif status in TRANSIENT:
+            elif is_transient_status(status) or (
+                status == 404 and not parse_error_body(body.decode("utf-8", "replace"))
+            ):  # the router's 404 (not the controller's envelope) is transient too
                 assert isinstance(result, jobwatch.Job), result
                 assert result.state == "PROCESSING"
                 assert gets == 2

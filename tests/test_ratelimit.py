@@ -1,53 +1,125 @@
-"""The rate-limit budget: free while plenty is left, paced after, paused by a 429."""
+"""The rate budget: server clock, Retry-After in all its forms, share, pacing, pauses."""
 
 from __future__ import annotations
 
+import email.utils
+import math
 import time
 
-from jobwatch._ratelimit import RECHECK, RESET_SLACK, RateBudget
+import pytest
+
+from jobwatch._ratelimit import (
+    MAX_SERVER_WAIT,
+    RECHECK,
+    RateBudget,
+    parse_http_date,
+    parse_retry_after,
+)
+
+#: A server clock far from this machine's: every epoch must be read against `Date`.
+SERVER = 1_767_225_600.0
 
 
-def headers(remaining: int, reset_in: float, limit: int = 100) -> tuple[str, str, str]:
-    return str(limit), str(remaining), str(time.time() + reset_in)
+def answer(
+    remaining: int | None = None,
+    reset_in: float = 60.0,
+    *,
+    limit: int = 100,
+    server: float = SERVER,
+    retry_after: str | None = None,
+) -> dict[str, str]:
+    """The headers of a controller response sent at `server` (its clock)."""
+    headers = {"Date": email.utils.formatdate(server, usegmt=True)}
+    if remaining is not None:
+        headers.update(
+            {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": str(int(server + reset_in)),
+            }
+        )
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return headers
 
 
 def test_no_headers_means_no_pacing() -> None:
     """An API that does not limit sees no change at all."""
     budget = RateBudget()
     budget.sent(0.0)
-    budget.observe(None, None, None, now=0.0, others=0)
+    budget.observe(answer(), now=0.0, others=0)
     assert budget.earliest(0.0) <= 0.0
+    assert budget.limit is None and budget.remaining is None
 
 
 def test_plenty_left_sends_at_once() -> None:
-    """While more than half the window's budget is left, requests go at full speed."""
+    """While more than half the window's usable budget is left, requests go at full speed."""
     budget = RateBudget()
-    budget.observe(*headers(90, 60), now=0.0, others=0)
+    budget.observe(answer(90), now=0.0, others=0)
     budget.sent(0.0)
     assert budget.earliest(0.0) <= 0.0
 
 
-def test_low_budget_spreads_requests_until_the_reset() -> None:
-    """With 20 left and 40 s to go, requests are spaced about 2 s apart."""
+def test_reset_is_read_against_the_date_not_this_clock() -> None:
+    """The reset epoch is on the server's clock: 40 s after its Date, plus 1 s of truncation."""
     budget = RateBudget()
-    budget.observe(*headers(20, 40), now=100.0, others=0)
+    budget.observe(answer(0, 40), now=100.0, others=0)
+    assert budget.earliest(100.0) == pytest.approx(141.0)
+    assert budget.clock_offset == pytest.approx(SERVER - time.time(), abs=2)
+
+
+@pytest.mark.parametrize("skew", [-120.0, 120.0])
+def test_a_skewed_server_clock_changes_nothing(skew: float) -> None:
+    """A server 2 minutes behind or ahead: the same reset, because both stamps are its own."""
+    server = time.time() + skew
+    budget = RateBudget()
+    budget.observe(answer(0, 30, server=server), now=10.0, others=0)
+    assert budget.earliest(10.0) == pytest.approx(10.0 + 31.0 - (server - int(server)), abs=1.01)
+
+
+def test_low_budget_spreads_requests_until_the_reset() -> None:
+    """With 20 usable left and 40 s to go, requests are spaced about 2 s apart."""
+    budget = RateBudget()
+    budget.observe(answer(20, 39), now=100.0, others=0)
     budget.sent(100.0)
     gap = budget.earliest(100.0) - 100.0
     assert 1.9 < gap < 2.2
 
 
+def test_the_spread_ends_at_the_latest_deadline_when_it_comes_first() -> None:
+    """An hour-long window with deadlines a minute away: spend the budget within the minute."""
+    budget = RateBudget()
+    budget.observe(answer(40, 3599, limit=100), now=0.0, others=0)
+    budget.sent(0.0)
+    assert budget.earliest(0.0, horizon=60.0) == pytest.approx(60.0 / 39, rel=0.01)
+    assert budget.earliest(0.0) > 60.0  # without the horizon: spread over the hour
+
+
+def test_share_leaves_the_rest_of_the_limit_to_others() -> None:
+    """With share 0.8, the last 20 % of the window's limit is never spent."""
+    budget = RateBudget(share=0.8)
+    budget.observe(answer(21, 60), now=0.0, others=0)
+    assert budget.spendable(0.0)
+    budget.sent(0.0)
+    assert not budget.spendable(0.0)
+    assert budget.earliest(0.0) == pytest.approx(61.0)
+
+
 def test_requests_in_flight_count_against_the_budget() -> None:
     """Remaining does not include requests still on their way."""
     budget = RateBudget()
-    budget.observe(*headers(5, 10), now=0.0, others=5)
+    budget.observe(answer(5, 10), now=0.0, others=5)
     assert budget.earliest(0.0) >= 10.0
 
 
-def test_exhausted_budget_waits_for_the_reset() -> None:
-    """Nothing is sent until the window resets, plus a little slack."""
+def test_the_same_window_keeps_the_closest_safe_reset() -> None:
+    """Each reading of one window is safe; a later Date gives a closer one, a late answer none."""
     budget = RateBudget()
-    budget.observe(*headers(0, 3), now=50.0, others=0)
-    assert 52.9 + RESET_SLACK < budget.earliest(50.0) < 53.1 + RESET_SLACK
+    budget.observe(answer(0, 30), now=0.0, others=0)
+    budget.observe(answer(0, 29, server=SERVER + 1), now=0.5, others=0)
+    assert budget.earliest(0.5) == pytest.approx(30.5)
+    budget.observe(answer(50, 90, server=SERVER - 60), now=0.6, others=0)  # an old window
+    assert budget.earliest(0.6) == pytest.approx(30.5)
 
 
 def test_pause_holds_every_request_and_is_counted() -> None:
@@ -62,15 +134,17 @@ def test_pause_holds_every_request_and_is_counted() -> None:
 def test_new_window_restores_the_budget() -> None:
     """After the reset, the new window's Remaining is believed again."""
     budget = RateBudget()
-    budget.observe(*headers(0, 1), now=0.0, others=0)
-    budget.observe(*headers(100, 61), now=0.0, others=0)
+    budget.observe(answer(0, 1), now=0.0, others=0)
+    budget.observe(answer(100, 61), now=0.0, others=0)
     assert budget.earliest(0.0) <= 0.0
 
 
 def test_garbage_headers_are_ignored() -> None:
     """Unreadable rate-limit headers change nothing."""
     budget = RateBudget()
-    budget.observe("x", "y", "z", now=0.0, others=0)
+    garbage = {"X-RateLimit-Limit": "x", "X-RateLimit-Remaining": "y", "X-RateLimit-Reset": "z"}
+    budget.observe(garbage, now=0.0, others=0)
+    budget.observe({**answer(5), "X-RateLimit-Reset": "inf"}, now=0.0, others=0)
     assert budget.earliest(0.0) <= 0.0
     assert "unknown" in repr(budget)
 
@@ -78,8 +152,8 @@ def test_garbage_headers_are_ignored() -> None:
 def test_after_the_reset_only_the_free_share_goes_before_new_headers() -> None:
     """A new window is assumed full, but past its free share we wait for its headers."""
     budget = RateBudget()
-    budget.observe(*headers(0, 1, limit=10), now=0.0, others=0)
-    now = 1.0 + RESET_SLACK + 0.5
+    budget.observe(answer(0, 1, limit=10), now=0.0, others=0)
+    now = 2.5
     sent = 0
     while budget.earliest(now) <= now:
         budget.sent(now)
@@ -89,9 +163,73 @@ def test_after_the_reset_only_the_free_share_goes_before_new_headers() -> None:
 
 
 def test_retry_after_ends_the_known_window_early() -> None:
-    """A 429's Retry-After is the authority: the budget is back then, not at the old reset."""
+    """A pause ends the window we knew: the budget is back then, not at the old reset."""
     budget = RateBudget()
-    budget.observe(*headers(30, 3600), now=0.0, others=0)
+    budget.observe(answer(30, 3600), now=0.0, others=0)
     budget.pause(2.0, now=0.0)
-    assert budget.earliest(1.0) == 2.0 + RESET_SLACK
-    assert budget.earliest(2.0 + RESET_SLACK) <= 2.0 + RESET_SLACK
+    assert budget.earliest(1.0) == 2.0
+    assert budget.earliest(2.0) <= 2.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("3", 3.0), ("0.5", 0.5), ("-2", 0.0), (None, None), ("", None), ("soon", None)],
+)
+def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
+    """Retry-After in delay-seconds; garbage is ignored."""
+    assert parse_retry_after(value) == expected
+
+
+def test_retry_after_http_date_is_read_against_the_server_clock() -> None:
+    """An HTTP date is a time of the server's: 90 s after its Date is 90 s."""
+    when = email.utils.formatdate(SERVER + 90, usegmt=True)
+    assert parse_retry_after(when, server_now=SERVER) == 90.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_legacy_epoch_retry_after_is_a_time_not_a_delay() -> None:
+    """Older controllers send the reset epoch itself: it is 30 s away, not 56 years."""
+    epoch = str(int(SERVER + 30))
+    assert parse_retry_after(epoch, server_now=SERVER) == 31.0
+    # Equal to X-RateLimit-Reset is an epoch however small (a test double's clock).
+    assert parse_retry_after("500", server_now=480.0, reset="500") == 21.0
+
+
+def test_hostile_retry_after_is_capped() -> None:
+    """`inf`, 10^12 and NaN never pause a client for more than an hour."""
+    assert parse_retry_after("inf") == MAX_SERVER_WAIT
+    assert parse_retry_after("1e12") == MAX_SERVER_WAIT
+    assert parse_retry_after("nan") is None
+    assert parse_http_date("not a date") is None
+
+
+def test_a_429_pauses_until_the_reset_whatever_retry_after_says() -> None:
+    """`Retry-After: 0` in a window's last second still waits for the new window."""
+    budget = RateBudget()
+    headers = answer(0, 0, retry_after="0")
+    assert budget.server_wait(429, headers, now=5.0) == 1.0
+    assert budget.earliest(5.0) == 6.0
+    assert budget.paused_seconds == 1.0
+
+
+def test_a_429_with_the_legacy_epoch_pauses_for_the_window_only() -> None:
+    """The capture of cloud_controller_ng issue 1161: Retry-After equal to the reset epoch."""
+    budget = RateBudget()
+    headers = answer(0, 12, retry_after=str(int(SERVER + 12)))
+    assert budget.server_wait(429, headers, now=0.0) == 13.0
+
+
+def test_a_503_retry_after_does_not_pause_the_client() -> None:
+    """Only a 429 speaks for the whole client; a 503's wait is its job's."""
+    budget = RateBudget()
+    assert budget.server_wait(503, answer(retry_after="7"), now=0.0) == 7.0
+    assert budget.earliest(0.0) <= 0.0
+    assert budget.server_wait(500, answer(retry_after="7"), now=0.0) is None
+
+
+def test_without_a_date_the_learned_offset_is_used() -> None:
+    """A response without `Date` is read against the server clock learned from earlier ones."""
+    budget = RateBudget()
+    budget.observe(answer(), now=0.0, others=0)
+    assert budget.server_now({}) == pytest.approx(SERVER, abs=1)
+    assert math.isclose(RateBudget().server_now({}), time.time(), abs_tol=1)

@@ -68,11 +68,10 @@ def test_non_string_reference_is_refused() -> None:
         API.resolve(123)  # type: ignore[arg-type]
 
 
-def test_api_with_path_prefix_keeps_it() -> None:
-    """An API behind a path prefix builds job URLs under that prefix."""
-    api = ApiBase.parse("https://gw.example.org/cf/")
-    assert api.resolve("j1")[1] == "https://gw.example.org/cf/v3/jobs/j1"
-    assert api.resolve("https://gw.example.org/cf/v3/jobs/j1")[0] == "j1"
+def test_api_with_a_path_is_refused() -> None:
+    """The API URL is its root: `…/v3` or any other path is a ConfigError naming the root."""
+    with pytest.raises(ConfigError, match=r"give https://gw\.example\.org instead"):
+        ApiBase.parse("https://gw.example.org/cf/")
 
 
 @pytest.mark.parametrize(
@@ -84,6 +83,8 @@ def test_api_with_path_prefix_keeps_it() -> None:
         "https://x?y=1",
         "https://x:bad",
         "https://u:p@x",
+        "https://x:0",
+        "https://x/v3",
         5,
     ],
 )

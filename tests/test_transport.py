@@ -13,7 +13,7 @@ import pytest
 from aioresponses import aioresponses
 
 import jobwatch
-from jobwatch._transport import map_exception, parse_retry_after
+from jobwatch._transport import map_exception
 
 API = "https://api.example.org"
 URL = f"{API}/v3/jobs/abc"
@@ -121,20 +121,6 @@ async def test_session_passed_in_is_used_and_left_open(mocked_http: aioresponses
     call = mocked_http.requests[("GET", aiohttp.client_reqrep.URL(URL))][0]
     assert call.kwargs["headers"]["Authorization"] == "bearer tok"
     assert call.kwargs["allow_redirects"] is False
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("3", 3.0), ("0.5", 0.5), ("-2", 0.0), (None, None), ("", None), ("soon", None)],
-)
-def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
-    """Retry-After in seconds; garbage is ignored."""
-    assert parse_retry_after(value) == expected
-
-
-def test_retry_after_http_date() -> None:
-    """Retry-After as an HTTP date in the past means now."""
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 def test_shim_is_only_applied_when_needed() -> None:
