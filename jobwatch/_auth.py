@@ -21,6 +21,7 @@ import attrs
 
 from ._errors import (
     ApiError,
+    ClientClosed,
     ConfigError,
     JobwatchError,
     TransportError,
@@ -203,8 +204,6 @@ class Credentials:
 
     def _start(self, current: str | None, *, refresh: bool, ahead: bool) -> asyncio.Task[None]:
         if self._closed:
-            from ._bulk import ClientClosed  # here: _bulk imports this module
-
             raise ClientClosed("the jobwatch client is closed")
         task = asyncio.get_running_loop().create_task(
             self._run(current, refresh=refresh, ahead=ahead), name="jobwatch-token-refresh"
@@ -230,8 +229,6 @@ class Credentials:
             me = asyncio.current_task()
             if task.cancelled() and self._closed and (me is None or not me.cancelling()):
                 # The client closed under us; we ourselves were not cancelled.
-                from ._bulk import ClientClosed  # here: _bulk imports this module
-
                 return ClientClosed("the jobwatch client was closed during a token refresh")
             raise
         return None

@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from ._errors import (
     ApiError,
     ClientClosed,
+    InternalServerError,
     JobFailed,
     JobTimeout,
     JobwatchError,
@@ -198,6 +199,9 @@ class Scheduler:
 
     def _free_slot(self, task: asyncio.Task[None]) -> None:
         self._slots.release()
+        if task.cancelled() and not self.gate.answered:
+            self._blind += 1  # it learnt nothing of the API: another may go in its place
+            self._wake.set()
         if task is self._probe:  # however it ended, the next probe may go
             self._probe = None
             self._wake.set()
@@ -290,7 +294,12 @@ class Scheduler:
         ):
             if error.transient:  # a bad certificate is neither an answer nor an outage
                 probe = asyncio.current_task() is self._probe
-                gate.failure(poll.guid, error, now, probe=probe, alone=len(self._polls) <= 1)
+                # One job alone closes it with anything but the controller's own 500,
+                # which is about that job more often than about the API.
+                alone = len(self._polls) <= 1 and not (
+                    isinstance(error, InternalServerError) and error.errors
+                )
+                gate.failure(poll.guid, error, now, probe=probe, alone=alone)
                 if probe and gate.exhausted:
                     self._give_up_held(error)
         else:

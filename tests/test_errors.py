@@ -32,7 +32,9 @@ URL = "https://api.example.org/v3/jobs/abc"
 )
 def test_each_status_maps_to_its_class(status: int, cls: type[jobwatch.ApiError]) -> None:
     """Every documented status has its class; others are a plain ApiError."""
-    envelope = b'{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"Job not found"}]}'
+    envelope = (
+        b'{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"Job not found"}]}'
+    )
     error = api_error(status, envelope, request_id=None, url=URL)
     assert type(error) is cls
     assert error.status == status
@@ -58,7 +60,9 @@ def test_the_routers_404_is_not_the_jobs() -> None:
     assert "unknown_route" in str(routed)
     # Not the controller's envelope (a load balancer's page): the API is not there either.
     assert api_error(404, b"<html>nope</html>", request_id=None, url=URL).transient
-    envelope = b'{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"Job not found"}]}'
+    envelope = (
+        b'{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"Job not found"}]}'
+    )
     job_gone = api_error(404, envelope, request_id=None, url=URL)
     assert type(job_gone) is jobwatch.NotFound
     assert not job_gone.transient
