@@ -618,9 +618,11 @@ class FakeCloudController:
 
     def __repr__(self) -> str:
         where = self._url or "not started"
+        outage = self._outage_at(time.monotonic())
+        down = "" if outage is None else f" outage={outage.name}"
         return (
             f"<FakeCloudController {where} jobs={len(self._jobs)} "
-            f"requests={self._request_no} in_flight={self._in_flight}>"
+            f"requests={self._request_no} in_flight={self._in_flight}{down}>"
         )
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -556,3 +556,42 @@ async def test_endless_retry_after_is_capped(cc: FakeCloudController) -> None:
         with pytest.raises(jobwatch.RateLimited) as caught:
             await cf.wait_for_job(guid, timeout=5)
     assert caught.value.retry_after == MAX_SERVER_WAIT
+
+
+def test_a_client_from_another_event_loop_is_refused_cleanly() -> None:
+    """A second loop gets a clear RuntimeError and leaves the client as it was."""
+    with asyncio.Runner() as first, asyncio.Runner() as second:
+        cc = FakeCloudController(token=TOKEN)
+        first.run(cc.start())
+        guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
+        cf = fast_client(cc.url, token=TOKEN)
+        try:
+            assert first.run(cf.get_job(guid)).state == "PROCESSING"
+            requests = len(cc.requests)
+            with pytest.raises(RuntimeError, match="event loop"):
+                second.run(cf.get_job(guid))
+            with pytest.raises(RuntimeError, match="event loop"):
+                second.run(cf.wait_for_jobs([guid]))
+            assert len(cc.requests) == requests
+            assert cf.stats.waiting == 0
+            assert first.run(cf.wait_for_job(guid, timeout=5)).state == "COMPLETE"
+        finally:
+            first.run(cf.aclose())
+            first.run(cc.aclose())
+
+
+async def test_no_background_task_outlives_the_last_wait(cc: FakeCloudController) -> None:
+    """The dispatcher ends when nothing waits, and a new wait starts it again."""
+    guid = cc.add_job(states=("PROCESSING",))
+    async with fast_client(cc.url, token=TOKEN) as cf:
+        wait = asyncio.ensure_future(cf.wait_for_job(guid, timeout=None))
+        while cc.polls(guid) < 2:
+            await asyncio.sleep(0.005)
+        wait.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await wait
+        await asyncio.sleep(0.01)
+        names = {task.get_name() for task in asyncio.all_tasks()}
+        assert "jobwatch-dispatcher" not in names
+        done = cc.add_job(states=("COMPLETE",))
+        assert (await cf.wait_for_job(done, timeout=5)).state == "COMPLETE"

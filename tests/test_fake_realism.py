@@ -400,6 +400,7 @@ async def test_outage_answers_every_api_path_within_its_window_only(
     guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
     cc.schedule_outage(kind, 0.1)
     assert cc.outage_active is kind
+    assert f"outage={kind.name}" in repr(cc)
     during = [await get(http, url) for url in (cc.job_url(guid), cc.url, f"{cc.url}/v3/apps")]
     for got, body, headers in during:
         assert got == status

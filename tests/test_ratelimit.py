@@ -5,9 +5,11 @@ from __future__ import annotations
 import email.utils
 import math
 import time
+from typing import Any
 
 import pytest
 
+import jobwatch
 from jobwatch._ratelimit import (
     MAX_SERVER_WAIT,
     RECHECK,
@@ -15,6 +17,7 @@ from jobwatch._ratelimit import (
     parse_http_date,
     parse_retry_after,
 )
+from jobwatch.testing import FakeCloudController, RateLimit
 
 #: A server clock far from this machine's: every epoch must be read against `Date`.
 SERVER = 1_767_225_600.0
@@ -233,3 +236,71 @@ def test_without_a_date_the_learned_offset_is_used() -> None:
     budget.observe(answer(), now=0.0, others=0)
     assert budget.server_now({}) == pytest.approx(SERVER, abs=1)
     assert math.isclose(RateBudget().server_now({}), time.time(), abs_tol=1)
+
+
+# -- over loopback, against the fake controller's real limiter ------------------------------
+
+POLL = jobwatch.PollPolicy(initial=0.1, maximum=0.1, jitter=0.1)
+RETRY = jobwatch.RetryPolicy(initial=0.05, maximum=0.5)
+TOKEN = "limited-token"
+
+
+async def wait_all(cc: FakeCloudController, guids: list[str], **kwargs: Any) -> tuple[float, Any]:
+    """Wait on `guids` with a fresh client; return the seconds it took and its stats."""
+    kwargs.setdefault("timeout", 20)
+    timeout = kwargs.pop("timeout")
+    async with jobwatch.Client(cc.url, token=TOKEN, poll=POLL, retry=RETRY, **kwargs) as cf:
+        started = time.monotonic()
+        outcomes = await cf.wait_for_jobs(guids, timeout=timeout)
+        elapsed = time.monotonic() - started
+        stats = cf.stats
+    lost = [o for o in outcomes.values() if not o.ok]
+    assert not lost, lost[:3]
+    return elapsed, stats
+
+
+@pytest.mark.parametrize("skew", [0.0, -120.0, 120.0])
+async def test_steady_state_draws_no_429_whatever_the_server_clock(skew: float) -> None:
+    """Truncated resets, a window offset mid-second, a clock 2 minutes off: never a 429."""
+    limit = RateLimit(40, 1.0, offset=0.5)
+    async with FakeCloudController(token=TOKEN, rate_limit=limit, clock_skew=skew) as cc:
+        guids = cc.add_jobs(20, states=("PROCESSING", "PROCESSING", "COMPLETE"))
+        elapsed, stats = await wait_all(cc, guids, max_in_flight=8)
+    assert cc.rate_limited_count == 0
+    assert stats.requests == 60
+    # 60 requests at 32 a window (the 0.8 share of 40): three windows at most, and slack.
+    assert elapsed < 5.0
+    assert stats.rate_limit == 40
+
+
+async def test_legacy_epoch_retry_after_pauses_for_the_window_not_an_hour() -> None:
+    """Controllers before May 2023 send the reset epoch as Retry-After: a second, not an hour."""
+    limit = RateLimit(40, 1.0, retry_after="epoch")
+    async with FakeCloudController(token=TOKEN, rate_limit=limit) as cc:
+        guids = cc.add_jobs(60, states=("PROCESSING", "COMPLETE"))
+        # 60 blind requests against a limit of 40: the server answers 429 to some.
+        elapsed, stats = await wait_all(cc, guids, max_in_flight=60)
+    assert cc.rate_limited_count > 0
+    assert stats.rate_limit_paused_seconds < 2.5
+    assert elapsed < 10.0
+
+
+async def test_a_budget_that_outlasts_the_deadline_is_spent_before_it() -> None:
+    """An hour's window, deadlines 3 s away: the budget goes to the jobs, none times out."""
+    limit = RateLimit(100, 3600.0)
+    async with FakeCloudController(token=TOKEN, rate_limit=limit) as cc:
+        guids = cc.add_jobs(20, timeline=((0.0, "PROCESSING"), (1.0, "COMPLETE")))
+        _, stats = await wait_all(cc, guids, timeout=3.0)
+    assert cc.rate_limited_count == 0
+    assert stats.requests <= 80  # within the 0.8 share
+
+
+async def test_the_share_leaves_the_rest_to_the_users_other_work() -> None:
+    """`rate_limit_share=0.5` stops at half the window's limit, then waits for the next one."""
+    limit = RateLimit(20, 1.0)
+    async with FakeCloudController(token=TOKEN, rate_limit=limit) as cc:
+        guids = cc.add_jobs(30, states=("COMPLETE",))
+        elapsed, stats = await wait_all(cc, guids, max_in_flight=4, rate_limit_share=0.5)
+    assert cc.rate_limited_count == 0
+    assert stats.requests == 30
+    assert elapsed > 1.0  # 10 a window: three windows for 30 requests
