@@ -265,8 +265,10 @@ def _job_from(body: bytes, url: str) -> Job:
     except (BodyShapeError, *DECODE_ERRORS) as exc:
         raise _malformed(str(exc), body, url) from None
     # The URL asked for ends in the guid (`jobs_prefix + guid`): an answer about
-    # another job (a confused proxy or cache) must not pass for this one.
-    if job.guid != url[url.rfind("/") + 1 :]:
+    # another job (a confused proxy or cache) must not pass for this one. Case
+    # aside: a controller on MySQL finds `ABC…` and answers with its own `abc…`.
+    asked = url[url.rfind("/") + 1 :]
+    if job.guid != asked and job.guid.lower() != asked.lower():
         raise _malformed("the body is another job's: its guid is not the one asked for", body, url)
     return job
 

@@ -85,7 +85,6 @@ async def test_a_thousand_waits_ride_through_an_outage_on_one_probe(kind: Outage
         async with client(cc) as cf:
             outcomes = await cf.wait_for_jobs(guids, timeout=10)
             stats = cf.stats
-        _, start, end = cc.outage_windows[0]
     lost = [o for o in outcomes.values() if not o.ok]
     assert not lost, lost[:3]
     # What was in flight when it broke (max_in_flight), then one probe at a time;

@@ -52,7 +52,8 @@ def test_no_headers_means_no_pacing() -> None:
     budget.sent(0.0)
     budget.observe(answer(), now=0.0, others=0)
     assert budget.earliest(0.0) <= 0.0
-    assert budget.limit is None and budget.remaining is None
+    assert budget.limit is None
+    assert budget.remaining is None
 
 
 def test_plenty_left_sends_at_once() -> None:
