@@ -248,7 +248,8 @@ class Scheduler:
         return any(waiter.deadline < paced for waiter in poll.waiters)
 
     async def _poll_once(self, poll: JobPoll) -> None:
-        loop = self.loop
+        loop = self._loop
+        assert loop is not None  # bound by the join that started this poll
         try:
             # Built per request rather than kept: one string less per waiting job.
             job, request_id = await self._transport.fetch_job(self._prefix + poll.guid)
@@ -284,7 +285,9 @@ class Scheduler:
         self._done(poll, poll.succeeded(job, loop.time(), self._policy, self._rng))
 
     def _answered(self, now: float) -> None:
-        if self.gate.answer(now):
+        gate = self.gate
+        # The hot path: nothing to tell an open gate with no failures (a closed one has some).
+        if (gate.failures or not gate.answered) and gate.answer(now):
             self._wake.set()  # the polls held during the outage are due
 
     def _failed(self, poll: JobPoll, error: JobwatchError, now: float) -> None:
