@@ -87,12 +87,15 @@ class PollPolicy:
 class RetryPolicy:
     """How one poll recovers from transient failures.
 
-    A failed attempt (connection error, timeout, 429, 500, 502, 503, 504, a body
-    cut off) is retried after an exponential, jittered backoff starting at
-    `initial` and capped at `maximum`; after `attempts` consecutive failures
-    the error is raised. A server's `Retry-After` (or `X-RateLimit-Reset`)
+    A failed attempt (no answer, a body cut off, 408, 429, a 5xx but 501 and
+    505, the router's 404) is retried after an exponential, jittered backoff
+    starting at `initial` and capped at `maximum`. A wait goes on until its
+    own deadline; a status check (`get_job`, `get_jobs`), and any call on a
+    client that has never had an answer, raises the error after `attempts`
+    consecutive failures. While the API is down the same backoff spaces the
+    client's single probe. A server's `Retry-After` (or `X-RateLimit-Reset`)
     replaces the backoff when it asks for longer. Defaults: 0.5 s doubling to
-    10 s, 6 attempts (about 16 s of trouble before giving up).
+    10 s, 6 attempts (about 16 s of trouble before a status check gives up).
     """
 
     initial: float = attrs.field(default=0.5, validator=_positive)
