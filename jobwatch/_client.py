@@ -188,8 +188,7 @@ class Client:
     def stats(self) -> ClientStats:
         """A snapshot of this client's counters."""
         statuses = self._transport.statuses
-        gate = self._scheduler.gate
-        now = self._scheduler.loop_time()
+        outages, outage_seconds, since = self._scheduler.gate.report(self._scheduler.loop_time())
         return ClientStats(
             requests=sum(statuses.values()),
             by_status=dict(statuses),
@@ -197,9 +196,9 @@ class Client:
             rate_limit_paused_seconds=self._transport.budget.paused_seconds,
             waiting=self._scheduler.waiting,
             in_flight=self._transport.in_flight,
-            outages=gate.outages,
-            outage_seconds=gate.outage_seconds + gate.ongoing_seconds(now),
-            unavailable_since=gate.unavailable_since,
+            outages=outages,
+            outage_seconds=outage_seconds,
+            unavailable_since=since,
             rate_limit=self._transport.budget.limit,
             rate_limit_remaining=self._transport.budget.remaining,
         )

@@ -61,8 +61,8 @@ class OutageGate:
         "closed",
         "failures",
         "next_probe",
-        "outage_seconds",
-        "outages",
+        "_outage_seconds",
+        "_outages",
         "rounds",
     )
 
@@ -76,8 +76,8 @@ class OutageGate:
         #: Attempts made while closed: the failures that closed it count as one, then each probe.
         self.rounds = 0
         self.next_probe = -math.inf
-        self.outages = 0
-        self.outage_seconds = 0.0
+        self._outages = 0
+        self._outage_seconds = 0.0
         self._first_failure = 0.0
         self._first_failure_wall = 0.0
         self._last_guid: str | None = None
@@ -85,21 +85,29 @@ class OutageGate:
 
     def __repr__(self) -> str:
         state = f"closed rounds={self.rounds}" if self.closed else "open"
-        return f"<OutageGate {state} failures={self.failures} outages={self.outages}>"
+        return f"<OutageGate {state} failures={self.failures} outages={self._outages}>"
+
+    def report(self, now: float) -> tuple[int, float, float | None]:
+        """Outages so far, their seconds, and the wall-clock start of the current one.
+
+        Only closures that outlived a probe count: a few quick failures (random
+        502s while the API is up) that the answers of requests still in flight
+        cure within milliseconds hold the polls as briefly, and are not an
+        outage a person should be told about.
+        """
+        if not self._reported:
+            return self._outages, self._outage_seconds, None
+        ongoing = now - self._first_failure
+        return self._outages + 1, self._outage_seconds + ongoing, self._first_failure_wall
 
     @property
-    def unavailable_since(self) -> float | None:
-        """Wall-clock time the current outage began (its first failure), or None."""
-        return self._first_failure_wall if self.closed else None
+    def _reported(self) -> bool:
+        return self.closed and self.rounds >= 2
 
     @property
     def exhausted(self) -> bool:
         """True when the closed gate has had `RetryPolicy.attempts` failed rounds."""
         return self.closed and self.rounds >= self._rules.attempts
-
-    def ongoing_seconds(self, now: float) -> float:
-        """Seconds the current outage has lasted (0 when open)."""
-        return now - self._first_failure if self.closed else 0.0
 
     def answer(self, now: float) -> bool:
         """A real answer came back; True when it ends an outage."""
@@ -110,11 +118,13 @@ class OutageGate:
         if not self.closed:
             return False
         seconds = now - self._first_failure
-        self.outage_seconds += seconds
+        if self._reported:
+            self._outages += 1
+            self._outage_seconds += seconds
+            log.warning("the API answers again, after %.1f s unavailable", seconds)
         self.closed = False
         self.rounds = 0
         self.next_probe = -math.inf
-        log.warning("the API answers again, after %.1f s unavailable", seconds)
         return True
 
     def failure(
@@ -144,11 +154,7 @@ class OutageGate:
         if self.failures < CLOSE_AFTER or not (self._mixed or alone):
             return False
         self.closed = True
-        self.outages += 1
         self.rounds = 1
         self.next_probe = now + self._rules.backoff(1)
-        log.warning(
-            "the API looks unavailable (%s): polls held, one probe at a time",
-            error,
-        )
+        log.info("the API looks unavailable (%s): polls held, one probe at a time", error)
         return True
