@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from jobwatch.testing import FakeCloudController
+from jobwatch.testing import FakeCloudController, Outage
 
 #: The bearer token the fake accepts and every benchmark client sends.
 TOKEN = "benchmark-token"
 AUTHORIZATION = f"bearer {TOKEN}"
 
 Timeline = Sequence[tuple[float, str]]
+Window = tuple[str, float, float]
 
 
 def _cores() -> list[int]:
@@ -76,17 +77,33 @@ class _Fake:
             }
         elif op == "finished":
             return {"finished": [cc.finished_at(g) for g in command["guids"]]}
+        elif op == "deploy":
+            # Back-to-back outage windows, `start` seconds from now: `[[kind, seconds], ...]`.
+            steps = [(Outage[str(kind)], float(seconds)) for kind, seconds in command["steps"]]
+            known = len(cc.outage_windows)
+            cc.schedule_deploy(steps, start=float(command["start"]))
+            windows = cc.outage_windows[known:]
+            return {"windows": [[kind.name, begin, end] for kind, begin, end in windows]}
+        elif op == "outage_stats":
+            # Job GETs the server saw (`time.monotonic()` each; recorded with `--record`),
+            # and those an outage window answered (refused connections are never seen).
+            times = (
+                [r.time for r in cc.requests if r.guid is not None and r.method == "GET"]
+                if command.get("times")
+                else None
+            )
+            return {"outage_requests": cc.outage_requests, "times": times}
         else:
             return {"error": f"unknown op {op!r}"}
         self.guids.extend(guids)
         return {"guids": guids}
 
 
-async def _child() -> None:
+async def _child(record: bool = False) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    async with FakeCloudController(token=TOKEN, record_requests=False) as cc:
+    async with FakeCloudController(token=TOKEN, record_requests=record) as cc:
         fake = _Fake(cc)
         _reply({"url": cc.url})
         while line := await reader.readline():
@@ -103,8 +120,11 @@ class ServerProcess:
 
     `argv` is the child's command line after the interpreter; it must speak the
     same protocol (one JSON command per line in, one JSON answer per line out,
-    its URL first), as `benchmarks.soak --serve` does.
+    its URL first), as `benchmarks.soak --serve` does. `RECORDING` is the
+    fake with `record_requests=True`, for `request_times()`.
     """
+
+    RECORDING: tuple[str, ...] = ("-m", "benchmarks._server", "--record")
 
     def __init__(self, argv: Sequence[str] = ("-m", "benchmarks._server")) -> None:
         cores = _cores()
@@ -187,6 +207,24 @@ class ServerProcess:
         cpu: float = self.call(op="stats", guids=[])["cpu"]
         return cpu
 
+    def deploy(self, steps: Sequence[tuple[str, float]], start: float) -> list[Window]:
+        """Schedule back-to-back outage windows (`Outage` names and seconds) `start` s from now.
+
+        Returns each window as `(kind, begin, end)` in `time.monotonic()` seconds.
+        """
+        reply = self.call(op="deploy", steps=[list(step) for step in steps], start=start)
+        return [(str(kind), float(begin), float(end)) for kind, begin, end in reply["windows"]]
+
+    def outage_requests(self) -> int:
+        """Requests answered by an outage window so far (refused connections are not seen)."""
+        count: int = self.call(op="outage_stats")["outage_requests"]
+        return count
+
+    def request_times(self) -> list[float]:
+        """`time.monotonic()` of every job GET the server saw (a `RECORDING` server only)."""
+        times: list[float] = self.call(op="outage_stats", times=True)["times"]
+        return times
+
     def finished(self, guids: Sequence[str]) -> list[float | None]:
         """`time.monotonic()` (shared by both processes) at which each job ended."""
         finished: list[float | None] = self.call(op="finished", guids=list(guids))["finished"]
@@ -199,4 +237,4 @@ def now() -> float:
 
 
 if __name__ == "__main__":
-    asyncio.run(_child())
+    asyncio.run(_child(record="--record" in sys.argv[1:]))

@@ -28,6 +28,7 @@ from ._errors import (
     TransportError,
 )
 from ._gate import OutageGate, RetryRules
+from ._hooks import Emitter, WaitCall, WaitReport
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
 from ._poller import JobPoll, Waiter
@@ -52,12 +53,16 @@ class Scheduler:
         retry: RetryPolicy,
         max_in_flight: int,
         rng: random.Random | None = None,
+        hooks: Emitter | None = None,
     ) -> None:
         self._transport = transport
         self._prefix = jobs_prefix
         self._policy = poll
         self._rules = RetryRules(retry)
         self.gate = OutageGate(self._rules)
+        #: The client's instrumentation hooks; None (not an empty emitter) when none is set,
+        #: so the hot path pays one falsy test and builds no event.
+        self.hooks = self.gate.hooks = hooks
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._polls: dict[str, JobPoll] = {}
@@ -187,10 +192,11 @@ class Scheduler:
 
     def _launch(self, poll: JobPoll, loop: asyncio.AbstractEventLoop) -> None:
         # Counted here, not when the task runs: the next due poll is paced on it.
-        self._transport.budget.sent(loop.time())
+        now = loop.time()
+        self._transport.budget.sent(now)
         if not self.gate.answered:
             self._blind -= 1
-        poll.task = task = loop.create_task(self._poll_once(poll))
+        poll.task = task = loop.create_task(self._poll_once(poll, now))
         if self.gate.closed:
             self._probe = task
         # Freed when the task ends, however it ends: a task cancelled before its
@@ -247,7 +253,8 @@ class Scheduler:
             return False
         return any(waiter.deadline < paced for waiter in poll.waiters)
 
-    async def _poll_once(self, poll: JobPoll) -> None:
+    async def _poll_once(self, poll: JobPoll, sent: float) -> None:
+        """One poll of the job; `sent` is the loop time it was launched (for the hooks)."""
         loop = self._loop
         assert loop is not None  # bound by the join that started this poll
         try:
@@ -266,6 +273,10 @@ class Scheduler:
             elif not isinstance(exc, Exception):
                 raise
             if isinstance(error, JobwatchError):
+                if self.hooks:
+                    now = loop.time()
+                    offset = self._transport.budget.clock_offset
+                    self.hooks.polled(poll, None, error, None, now - sent, offset)
                 self._failed(poll, error, loop.time())
             else:  # a bug: hand it to the waiters rather than hang them
                 log.error("job %s: unexpected error while polling", poll.guid, exc_info=error)
@@ -282,6 +293,9 @@ class Scheduler:
                 poll.failures + 1,
                 request_id,
             )
+        if self.hooks:
+            offset = self._transport.budget.clock_offset
+            self.hooks.polled(poll, job, None, request_id, loop.time() - sent, offset)
         self._done(poll, poll.succeeded(job, loop.time(), self._policy, self._rng))
 
     def _answered(self, now: float) -> None:
@@ -296,6 +310,8 @@ class Scheduler:
             isinstance(error, ApiError) and error.transient and not isinstance(error, RateLimited)
         ):
             if error.transient:  # a bad certificate is neither an answer nor an outage
+                if isinstance(error, ApiError) and error.errors:
+                    gate.answered = True  # the controller's own envelope: the URL is right
                 probe = asyncio.current_task() is self._probe
                 # One job alone closes it with anything but the controller's own 500,
                 # which is about that job more often than about the API.
@@ -308,7 +324,12 @@ class Scheduler:
         else:
             # The controller itself answered (a 429 is its rate limiter): the API is up.
             self._answered(now)
-        self._done(poll, poll.failed(error, now, self._rules, bounded=not gate.answered))
+            if self.hooks and isinstance(error, RateLimited):
+                self.hooks.rate_limited(poll, error, self._transport.budget.paused_seconds)
+        next_at = poll.failed(error, now, self._rules, bounded=not gate.answered)
+        if self.hooks and next_at is not None and not poll.closed:
+            self.hooks.retry_scheduled(poll, error, next_at - now)
+        self._done(poll, next_at)
 
     def _give_up_held(self, error: JobwatchError) -> None:
         """The API stayed down for `attempts` probes: end what `RetryPolicy` bounds.
@@ -362,7 +383,7 @@ class Scheduler:
 class _Single:
     """The waiter of one `wait_for_job`, `get_job` or `watch_job` call."""
 
-    __slots__ = ("deadline", "future", "queue", "until_terminal")
+    __slots__ = ("deadline", "future", "queue", "report", "until_terminal")
 
     def __init__(
         self,
@@ -375,6 +396,8 @@ class _Single:
         self.deadline = deadline
         self.until_terminal = until_terminal
         self.queue = queue
+        #: Reports the wait's end to the hooks (None: no hook set).
+        self.report: WaitReport | None = None
 
     def update(self, job: Job) -> None:
         if self.queue is not None:
@@ -387,6 +410,8 @@ class _Single:
             return
         if error is None and job is not None and self.until_terminal:
             error = _failure(job)
+        if self.report is not None:
+            self.report.ended(job, error)
         if error is not None:
             self.future.set_exception(error)
             self.future.exception()  # retrieved: a watch may never await the future
@@ -421,6 +446,9 @@ async def run_single(
     deadline = INF if timeout is None else loop.time() + timeout
     waiter = _Single(future, deadline, until_terminal)
     poll = scheduler.join(guid, waiter, fresh=not until_terminal)
+    if scheduler.hooks:
+        call: WaitCall = "wait_for_job" if until_terminal else "get_job"
+        waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
     timer = None
     if timeout is not None:
         timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
@@ -429,6 +457,8 @@ async def run_single(
     finally:
         if timer is not None:
             timer.cancel()
+        if waiter.report is not None:
+            waiter.report.cancelled(poll.last)  # unless it ended: then a no-op
         scheduler.leave(poll, waiter)
 
 
@@ -439,14 +469,19 @@ def _expire_single(scheduler: Scheduler, poll: JobPoll, waiter: _Single, timeout
 
 
 async def run_watch(
-    scheduler: Scheduler, guid: str, *, timeout: float | None
+    scheduler: Scheduler, guid: str, *, timeout: float | None, call: WaitCall = "watch_job"
 ) -> AsyncGenerator[Job, None]:
-    """Yield the job at each observed change; end after the terminal one."""
+    """Yield the job at each observed change; end after the terminal one.
+
+    `call` names the public call for the hooks (`wait_for_job` with `on_update` runs here).
+    """
     loop = scheduler.loop
     queue: asyncio.Queue[Job | _End] = asyncio.Queue()
     deadline = INF if timeout is None else loop.time() + timeout
     waiter = _Single(loop.create_future(), deadline, True, queue)
     poll = scheduler.join(guid, waiter)
+    if scheduler.hooks:
+        waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
     timer = None
     if timeout is not None:
         timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
@@ -461,6 +496,8 @@ async def run_watch(
     finally:
         if timer is not None:
             timer.cancel()
+        if waiter.report is not None:
+            waiter.report.cancelled(poll.last)  # unless it ended: then a no-op
         scheduler.leave(poll, waiter)
 
 
@@ -535,17 +572,27 @@ class Batch:
         self._ready_event = asyncio.Event()
         self._members: list[_Member] = []
         self._timer = None if timeout is None else loop.call_at(self.deadline, self.expire)
+        hooks = scheduler.hooks
+        #: Per guid still going, what reports its wait's end to the hooks (empty: no hook).
+        self._reports: dict[str, WaitReport] = {}
+        call: WaitCall = (
+            "get_jobs" if not until_terminal else "as_completed" if streaming else "wait_for_jobs"
+        )
         for guid in self.outcomes:  # duplicates collapsed, input order kept
             if self.failure is not None:
                 break
             member = _Member(self)
             self._members.append(member)
-            member.poll = scheduler.join(guid, member, fresh=not until_terminal)
+            member.poll = poll = scheduler.join(guid, member, fresh=not until_terminal)
+            if hooks:
+                self._reports[guid] = hooks.wait_started(loop, poll, call, timeout)
         if not self.pending and not self.done.done():
             self.done.set_result(None)
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes[outcome.guid] = outcome
+        if self._reports:
+            self._reports.pop(outcome.guid).ended(outcome.job, outcome.error)
         if self.streaming:
             self.ready.append(outcome)
             self._ready_event.set()
@@ -582,6 +629,12 @@ class Batch:
         for member in self._members:
             poll, member.poll = member.poll, None
             if poll is not None:
+                if self._reports:
+                    report = self._reports.pop(poll.guid)
+                    if self.failure is None:
+                        report.cancelled(poll.last)
+                    else:  # the caller's on_update raised: the call ended with that
+                        report.ended(poll.last, self.failure)
                 self.scheduler.leave(poll, member)
         self._members.clear()
 

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -17,6 +17,7 @@ import attrs
 from ._auth import Credentials, Token, UAATokenProvider, read_cf_config
 from ._bulk import Batch, Scheduler, run_single, run_watch
 from ._errors import JobFailed
+from ._hooks import Emitter, Hook
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
 from ._refs import ApiBase
@@ -89,6 +90,9 @@ class Client:
         allow_insecure_http: allow plain http to a host that is not loopback.
         rate_limit_share: the share of the API's rate limit (0 < share <= 1) this
             client may spend; the rest stays free for the same user's other work.
+        hooks: instrumentation hooks (`Hook`), called synchronously at each poll,
+            retry, wait start and end, outage and rate-limit pause; e.g.
+            `jobwatch.otel.OpenTelemetryHook()`. None set costs nothing.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class Client:
         allow_insecure_http: bool = False,
         rate_limit_share: float = DEFAULT_RATE_LIMIT_SHARE,
         rng: random.Random | None = None,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
             raise TypeError(f"max_in_flight must be an integer, not {max_in_flight!r}")
@@ -117,6 +122,9 @@ class Client:
         if not 0 < rate_limit_share <= 1:
             raise ValueError(f"rate_limit_share must be in (0, 1], not {rate_limit_share!r}")
         self._api = ApiBase.parse(api_url, allow_insecure_http=allow_insecure_http)
+        if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
+            raise TypeError(f"hooks must be a sequence of hooks, not {hooks!r}")
+        self.hooks: tuple[Hook, ...] = tuple(hooks)
         if not verify_ssl:
             log.warning("TLS verification is off for %s (SSLDisabled)", self._api.url)
         self._transport = Transport(
@@ -136,6 +144,7 @@ class Client:
             retry=retry,
             max_in_flight=max_in_flight,
             rng=rng,
+            hooks=Emitter.of(self.hooks, self._api.url),
         )
         self.max_in_flight = max_in_flight
         self.poll_policy = poll
@@ -273,7 +282,8 @@ class Client:
         if on_update is None:
             return await run_single(self._scheduler, guid, timeout=timeout, until_terminal=True)
         last: Job | None = None
-        async with aclosing(run_watch(self._scheduler, guid, timeout=timeout)) as jobs:
+        watch = run_watch(self._scheduler, guid, timeout=timeout, call="wait_for_job")
+        async with aclosing(watch) as jobs:
             async for last in jobs:
                 result = on_update(last)
                 if inspect.isawaitable(result):

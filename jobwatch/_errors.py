@@ -14,7 +14,7 @@
     │   ├── BadGateway 502      └── ServiceUnavailable 503   (other statuses: ApiError)
     ├── JobFailed                                        .job, .errors
     ├── JobTimeout(JobwatchError, TimeoutError)          .job (last seen), .timeout
-    └── ClientClosed                                     a call on a closed client, or a wait it cut
+    └── ClientClosed                                     a call on (or a wait cut by) closing
 
 Every exception keeps its context as attributes and survives pickling: the
 constructor arguments are stored in `args`, so `pickle` rebuilds them.

@@ -14,10 +14,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
 import tenacity
 
+from . import _testing_mode
 from ._policy import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._hooks import Emitter
 
 log = logging.getLogger("jobwatch")
 
@@ -42,7 +47,12 @@ class RetryRules:
         self.attempts = policy.attempts
 
     def backoff(self, attempt: int) -> float:
-        """Seconds before the attempt that follows failed attempt number `attempt` (from 1)."""
+        """Seconds before the attempt that follows failed attempt number `attempt` (from 1).
+
+        Zero in test mode (`set_testing`): this spaces both the retries and the probes.
+        """
+        if _testing_mode.enabled:
+            return 0.0
         state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         state.attempt_number = attempt
         return float(self._wait(state))
@@ -56,13 +66,14 @@ class OutageGate:
         "_first_failure_wall",
         "_last_guid",
         "_mixed",
+        "_outage_seconds",
+        "_outages",
         "_rules",
         "answered",
         "closed",
         "failures",
+        "hooks",
         "next_probe",
-        "_outage_seconds",
-        "_outages",
         "rounds",
     )
 
@@ -82,6 +93,9 @@ class OutageGate:
         self._first_failure_wall = 0.0
         self._last_guid: str | None = None
         self._mixed = False
+        #: The client's instrumentation hooks (None: none set), told when an outage is
+        #: reported and when it ends.
+        self.hooks: Emitter | None = None
 
     def __repr__(self) -> str:
         state = f"closed rounds={self.rounds}" if self.closed else "open"
@@ -118,13 +132,16 @@ class OutageGate:
         if not self.closed:
             return False
         seconds = now - self._first_failure
-        if self._reported:
+        reported = self._reported
+        if reported:
             self._outages += 1
             self._outage_seconds += seconds
             log.warning("the API answers again, after %.1f s unavailable", seconds)
         self.closed = False
         self.rounds = 0
         self.next_probe = -math.inf
+        if reported and self.hooks:
+            self.hooks.outage_ended(self._first_failure_wall, seconds)
         return True
 
     def failure(
@@ -150,6 +167,10 @@ class OutageGate:
             if probe:
                 self.rounds += 1
                 self.next_probe = now + self._rules.backoff(self.rounds)
+                if self.rounds == 2 and self.hooks:  # now `report()` counts it: an outage
+                    self.hooks.outage_began(
+                        self._first_failure_wall, now - self._first_failure, error
+                    )
             return False
         if self.failures < CLOSE_AFTER or not (self._mixed or alone):
             return False

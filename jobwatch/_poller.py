@@ -46,7 +46,7 @@ def is_transient(exc: BaseException) -> bool:
 class JobPoll:
     """One guid's poll loop: the last job seen, its schedule, and who waits on it."""
 
-    __slots__ = ("_step", "closed", "failures", "guid", "last", "seq", "task", "waiters")
+    __slots__ = ("_step", "closed", "failures", "guid", "last", "polls", "seq", "task", "waiters")
 
     def __init__(self, guid: str) -> None:
         self.guid = guid
@@ -58,6 +58,8 @@ class JobPoll:
         self._step = 0  # how far into the current state's schedule
         #: Consecutive failed attempts of the current poll.
         self.failures = 0
+        #: Polls sent, counted only while instrumentation hooks are set (`_hooks.Emitter`).
+        self.polls = 0
 
     def __repr__(self) -> str:
         state = self.last.state if self.last else "unseen"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import jobwatch
-from benchmarks import economy
+from benchmarks import economy, outage, soak
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,11 +35,17 @@ def test_quick_benchmarks_run_and_report_every_section(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     text = report.read_text()
-    for title in ("1. Overhead per poll", "2. Scale", "3. API economy", "4. Against a real peer"):
+    for title in (
+        "1. Overhead per poll",
+        "2. Scale",
+        "3. API economy",
+        "4. Against a real peer",
+        "5. Through a deploy",
+    ):
         assert f"## {title}" in text
     assert "Quick mode" in text
     data = json.loads(raw.read_text())
-    assert set(data["sections"]) == {"overhead", "scale", "economy", "peer"}
+    assert set(data["sections"]) == {"overhead", "scale", "economy", "peer", "outage"}
     for section in data["sections"].values():
         assert section["figures"], section
         assert all(figure["value"] for figure in section["figures"])
@@ -51,6 +57,11 @@ def test_quick_benchmarks_run_and_report_every_section(tmp_path: Path) -> None:
     assert all(r["waiting_after_cancel"] == 0 and r["cancelled"] for r in scale["holding"])
     peers = data["sections"]["economy"]["data"]["peers"]
     assert set(peers) == {s.name for s in economy.PEERS}
+    for deploy in data["sections"]["outage"]["data"]["rounds"]:
+        assert deploy["lost"] == deploy["base_lost"] == 0
+        assert deploy["server_gets"] > 0
+        assert deploy["base_gets"] > 0
+        assert deploy["outages"] >= 1  # the gate saw the deploy
 
 
 def test_simulation_counts_every_get_of_a_fixed_schedule() -> None:
@@ -71,3 +82,22 @@ def test_simulation_restarts_jobwatch_schedule_when_the_state_changes() -> None:
     result = economy.simulate([job], economy.jobwatch_schedule(policy))
     assert result.requests == [4]
     assert result.delays == [0.5]
+
+
+def test_soak_plans_end_on_the_terminal_state_or_a_permanent_fault() -> None:
+    """Waits retry transient faults to their end: only a terminal state or a bad body ends one."""
+    plan = ["reset", "ok:PROCESSING", "router_502", "stall", "ok:COMPLETE"]
+    assert soak.expect(plan) == soak.Expected(
+        None, "COMPLETE", 5, ("reset", "router_502", "stall")
+    )
+    plan = ["ok:PROCESSING", "invalid_json", "ok:FAILED"]
+    want = soak.expect(plan)
+    assert (want.error, want.state, want.items) == (jobwatch.MalformedResponse, "PROCESSING", 2)
+    assert soak.expect(["maintenance_503", "ok:FAILED"]).error is jobwatch.JobFailed
+
+
+def test_busiest_second_counts_a_sliding_window() -> None:
+    """The most GETs within any one second, wherever that second starts."""
+    times = [0.0, 0.9, 1.5, 1.6, 1.7, 1.8, 5.0]
+    assert outage._busiest(times, 0.0, 10.0) == 5  # 0.9 .. 1.8
+    assert outage._busiest(times, 2.0, 10.0) == 1

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
+import attrs
 import pytest
 
 import jobwatch
@@ -18,7 +19,6 @@ from jobwatch._poller import JobPoll, RetryRules
 from jobwatch.testing import FakeCloudController, FakeResponse, Fault
 
 from .helpers import FAST_POLL, FAST_RETRY
-from .test_faults import RETRIED, TABLE
 
 TOKEN = "cancel-token"
 #: Cancellation must reach the caller within this, whatever is in flight.
@@ -273,9 +273,89 @@ async def test_closing_the_client_ends_waits_with_client_closed(cc: FakeCloudCon
 DEADLINE = 0.5
 #: The deadline is kept to within this, whatever the server does.
 SLACK = 0.2
-#: Each fault once in the table; what one injection of it does without a deadline.
-FAULTS = {row.label: row for row in TABLE if row.probability is None and row.times == 1}
-PATIENT = jobwatch.RetryPolicy(initial=0.01, maximum=0.05, attempts=1000)
+#: Status checks give up after this many attempts; waits ride on (the client has had an answer).
+BOUNDED = jobwatch.RetryPolicy(initial=0.01, maximum=0.05, attempts=3)
+
+
+@attrs.frozen
+class Endless:
+    """A fault served without end, and what each call gets under a deadline."""
+
+    item: FakeResponse | Fault
+    #: What a status check raises after its attempts, or every call at once.
+    error: type[jobwatch.JobwatchError]
+    #: True: raised at once by every call (permanent, or a server wait past the deadline).
+    at_once: bool = False
+    #: One attempt outlasts the deadline: a status check ends in JobTimeout too.
+    slow: bool = False
+
+
+def _endless(*rows: tuple[str, Endless]) -> dict[str, Endless]:
+    return dict(rows)
+
+
+#: Every fault of the fake and every canned answer, each served without end.
+FAULTS: dict[str, Endless] = _endless(
+    ("Fault.RESET", Endless(Fault.RESET, jobwatch.TransportError)),
+    ("Fault.RESET_MID_BODY", Endless(Fault.RESET_MID_BODY, jobwatch.TransportError)),
+    ("Fault.SHORT_BODY", Endless(Fault.SHORT_BODY, jobwatch.TransportError)),
+    ("Fault.STALL", Endless(Fault.STALL, jobwatch.TransportError, slow=True)),
+    ("Fault.DRIP", Endless(Fault.DRIP, jobwatch.TransportError, slow=True)),
+    ("Fault.SERVER_ERROR", Endless(Fault.SERVER_ERROR, jobwatch.InternalServerError)),
+    ("Fault.ROUTER_502", Endless(Fault.ROUTER_502, jobwatch.BadGateway)),
+    ("Fault.ROUTER_404", Endless(Fault.ROUTER_404, jobwatch.ApiError)),
+    ("Fault.ROUTER_503", Endless(Fault.ROUTER_503, jobwatch.ServiceUnavailable)),
+    ("Fault.MAINTENANCE_503", Endless(Fault.MAINTENANCE_503, jobwatch.ServiceUnavailable)),
+    # Retry-After: 1, past the deadline.
+    ("Fault.RATE_LIMITED_429", Endless(Fault.RATE_LIMITED_429, jobwatch.RateLimited, True)),
+    ("Fault.INVALID_JSON", Endless(Fault.INVALID_JSON, jobwatch.MalformedResponse, True)),
+    ("Fault.WRONG_SHAPE", Endless(Fault.WRONG_SHAPE, jobwatch.MalformedResponse, True)),
+    ("Fault.HUGE_BODY", Endless(Fault.HUGE_BODY, jobwatch.MalformedResponse, True)),
+    ("router_404()", Endless(FakeResponse.router_404(), jobwatch.ApiError)),
+    ("router_502()", Endless(FakeResponse.router_502(), jobwatch.BadGateway)),
+    ("router_503()", Endless(FakeResponse.router_503(), jobwatch.ServiceUnavailable)),
+    (
+        "router_503_connection_limit()",
+        Endless(FakeResponse.router_503_connection_limit(), jobwatch.ServiceUnavailable),
+    ),
+    ("bare_502()", Endless(FakeResponse.bare_502(), jobwatch.BadGateway)),
+    ("maintenance_503()", Endless(FakeResponse.maintenance_503(), jobwatch.ServiceUnavailable)),
+    (
+        "db_unavailable_503()",
+        Endless(FakeResponse.db_unavailable_503(), jobwatch.ServiceUnavailable),
+    ),
+    ("uaa_unavailable_502()", Endless(FakeResponse.uaa_unavailable_502(), jobwatch.BadGateway)),
+    *(
+        (
+            f"gateway_error({status})",
+            Endless(FakeResponse.gateway_error(status), jobwatch.ApiError),
+        )
+        for status in (408, 504, 520, 521, 522, 523, 524)
+    ),
+    ("rate_limited()", Endless(FakeResponse.rate_limited(), jobwatch.RateLimited, True)),
+    ("rate_limited(0)", Endless(FakeResponse.rate_limited(0), jobwatch.RateLimited)),
+    # An epoch in 2100: capped at an hour, past the deadline.
+    (
+        "rate_limited_legacy(2100)",
+        Endless(FakeResponse.rate_limited_legacy(4_102_444_800), jobwatch.RateLimited, True),
+    ),
+    *(
+        (f"error({status})", Endless(FakeResponse.error(status), error, True))
+        for status, error in (
+            (400, jobwatch.BadRequest),
+            (401, jobwatch.Unauthorized),
+            (403, jobwatch.Forbidden),
+            (404, jobwatch.NotFound),
+            (409, jobwatch.Conflict),
+            (422, jobwatch.UnprocessableEntity),
+            (501, jobwatch.ApiError),
+            (505, jobwatch.ApiError),
+        )
+    ),
+    ("error(500)", Endless(FakeResponse.error(500), jobwatch.InternalServerError)),
+    ("error(503)", Endless(FakeResponse.error(503), jobwatch.ServiceUnavailable)),
+    ("error(504)", Endless(FakeResponse.error(504), jobwatch.ApiError)),
+)
 
 
 async def _deadline_case(
@@ -283,10 +363,11 @@ async def _deadline_case(
 ) -> tuple[str, BaseException | None, Any, float]:
     row = FAULTS[label]
     guid = cc.add_job(states=("PROCESSING",))
+    # A wait has seen its job once (the client has had an answer); a status check has not.
     first = [] if method == "get_job" else [FakeResponse(body=processing_body(cc, guid))]
     cc.inject(guid, *first, *[row.item] * 400)
     # The default request_timeout (30 s): only the deadline can cut a stalled request short.
-    async with _client(cc, retry=PATIENT) as cf:
+    async with _client(cc, retry=BOUNDED) as cf:
         started = time.monotonic()
         result: Any = None
         error: BaseException | None = None
@@ -303,27 +384,36 @@ async def _deadline_case(
         return label, error, result, time.monotonic() - started
 
 
+def _timed_out(error: BaseException | None, elapsed: float) -> bool:
+    return isinstance(error, jobwatch.JobTimeout) and DEADLINE <= elapsed <= DEADLINE + SLACK
+
+
 @pytest.mark.parametrize("method", ["get_job", "wait_for_job", "wait_for_jobs"])
 async def test_deadline_holds_under_every_fault(cc: FakeCloudController, method: str) -> None:
-    """Any fault without end: JobTimeout in [0.5, 0.7] s with the last job, or its error sooner."""
+    """Any fault without end: a wait ends in JobTimeout in [0.5, 0.7] s with the last job.
+
+    A status check raises its error after its attempts, or JobTimeout when one
+    attempt outlasts the deadline; a permanent error (or a server wait past the
+    deadline) is raised at once by every call.
+    """
     cc.stall_seconds = 30.0
     cases = await asyncio.gather(*(_deadline_case(cc, label, method) for label in FAULTS))
     problems = []
     for label, error, result, elapsed in cases:
         row = FAULTS[label]
-        if row.expected is RETRIED:
-            ok = isinstance(error, jobwatch.JobTimeout) and DEADLINE <= elapsed <= DEADLINE + SLACK
-            last = error.job if isinstance(error, jobwatch.JobTimeout) else result
-            if method == "get_job":
-                ok = ok and last is None
-            else:
-                ok = ok and last is not None and last.state == "PROCESSING"
+        if row.at_once:
+            ok = type(error) is row.error and elapsed < SLACK
+        elif method == "get_job" and row.slow:
+            ok = _timed_out(error, elapsed) and error.job is None  # type: ignore[union-attr]
+        elif method == "get_job":
+            ok = type(error) is row.error and elapsed < DEADLINE
         else:
-            ok = type(error) is row.expected and elapsed < SLACK
+            last = error.job if isinstance(error, jobwatch.JobTimeout) else result
+            ok = _timed_out(error, elapsed) and last is not None and last.state == "PROCESSING"
         if not ok:
             problems.append(f"{label}: {error!r} after {elapsed:.3f} s")
     assert not problems
-    assert len(cases) == len(FAULTS) >= 25
+    assert len(cases) == len(FAULTS) >= 40
     assert {row.item for row in FAULTS.values()} >= set(Fault)
 
 

@@ -42,9 +42,11 @@ def test_each_status_maps_to_its_class(status: int, cls: type[jobwatch.ApiError]
 
 @pytest.mark.parametrize(
     ("status", "transient"),
-    [(408, True), (429, True), (500, True), (501, False), (502, True), (503, True), (504, True)]
-    + [(505, False), (507, True), (520, True), (524, True), (599, True)]
-    + [(400, False), (401, False), (403, False), (409, False), (422, False), (418, False)],
+    [
+        *[(408, True), (429, True), (500, True), (501, False), (502, True), (503, True)],
+        *[(504, True), (505, False), (507, True), (520, True), (524, True), (599, True)],
+        *[(400, False), (401, False), (403, False), (409, False), (422, False), (418, False)],
+    ],
 )
 def test_which_statuses_are_transient(status: int, transient: bool) -> None:
     """408, 429 and every 5xx but 501 and 505 are worth another attempt (DESIGN section 3)."""
@@ -56,7 +58,8 @@ def test_the_routers_404_is_not_the_jobs() -> None:
     text = b"404 Not Found: Requested route ('api.example.org') does not exist.\n"
     routed = api_error(404, text, request_id=None, url=URL, router_error="unknown_route")
     assert type(routed) is jobwatch.ApiError
-    assert routed.transient and routed.router_error == "unknown_route"
+    assert routed.transient
+    assert routed.router_error == "unknown_route"
     assert "unknown_route" in str(routed)
     # Not the controller's envelope (a load balancer's page): the API is not there either.
     assert api_error(404, b"<html>nope</html>", request_id=None, url=URL).transient

@@ -6,7 +6,6 @@ import itertools
 import random
 
 import pytest
-import tenacity
 
 from jobwatch import JobState, PollPolicy, RetryPolicy
 from jobwatch._gate import RetryRules

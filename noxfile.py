@@ -1,0 +1,63 @@
+"""The test suite on every Python that `requires-python` promises.
+
+    nox                    # pytest on each of 3.11, 3.12, 3.13 found here
+    nox -s tests-3.12      # one of them; arguments after `--` go to pytest
+
+Each session installs `.[dev,cli]` (not editable) into its own venv under
+build/ci/nox. Lint, mypy and coverage run once, on the default Python, in
+`make test`; `.ci/run` runs `make test` and then these sessions for the other
+Pythons. An interpreter is found by `.ci/find-python` (on PATH, or installed by
+pyenv even when not the active version), never downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import nox
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+
+ROOT = Path(__file__).resolve().parent
+BUILD = ROOT / "build" / "ci"
+
+nox.needs_version = ">=2025.5.1"
+nox.options.sessions = ["tests"]
+nox.options.envdir = str(BUILD / "nox")
+nox.options.download_python = "never"
+nox.options.reuse_venv = "yes"
+
+
+def _expose_interpreters() -> None:
+    """Put a `pythonX.Y` for each of PYTHONS found here first on PATH.
+
+    nox looks interpreters up by name on PATH, where a pyenv shim for a version
+    that is installed but not active is found and then fails; `.ci/find-python`
+    also looks past those shims. A version not found is left for nox to report.
+    """
+    links = BUILD / "bin"
+    links.mkdir(parents=True, exist_ok=True)
+    for version in PYTHONS:
+        found = subprocess.run(
+            ["bash", str(ROOT / ".ci" / "find-python"), version],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        link = links / f"python{version}"
+        link.unlink(missing_ok=True)
+        if found.returncode == 0:
+            link.symlink_to(found.stdout.strip())
+    os.environ["PATH"] = os.pathsep.join([str(links), os.environ.get("PATH", "")])
+
+
+_expose_interpreters()
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The whole pytest suite, no coverage (that is `make test`'s)."""
+    session.install(".[dev,cli]")
+    session.run("python", "-m", "pytest", *session.posargs)
