@@ -12,6 +12,7 @@ import logging
 import random
 from typing import Protocol
 
+from . import _testing_mode
 from ._errors import ApiError, JobwatchError, TransportError
 from ._gate import RetryRules
 from ._models import Job
@@ -128,6 +129,8 @@ class JobPoll:
             self.give_up(error, everyone=bounded)
         wait = rules.backoff(self.failures)
         server_wait = error.retry_after if isinstance(error, ApiError) else None
+        if server_wait is not None and _testing_mode.enabled:
+            server_wait = 0.0  # set_testing(): the error keeps what the server said
         if server_wait is not None:
             wait = max(wait, server_wait)
             # Never wait past a caller's deadline: give that caller the error now. A deadline
