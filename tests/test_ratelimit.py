@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import time
@@ -305,3 +306,17 @@ async def test_the_share_leaves_the_rest_to_the_users_other_work() -> None:
     assert cc.rate_limited_count == 0
     assert stats.requests == 30
     assert elapsed > 1.0  # 10 a window: three windows for 30 requests
+
+
+async def test_before_the_first_headers_at_most_max_in_flight_go_out() -> None:
+    """Nothing is known of the budget until an answer: only `max_in_flight` requests go blind."""
+    async with FakeCloudController(token=TOKEN, rate_limit=RateLimit(1000, 60.0)) as cc:
+        cc.latency = 0.2
+        guids = cc.add_jobs(100, states=("COMPLETE",))
+        async with jobwatch.Client(cc.url, token=TOKEN, max_in_flight=10) as cf:
+            task = asyncio.ensure_future(cf.wait_for_jobs(guids, timeout=10))
+            await asyncio.sleep(0.15)  # no answer has come back yet
+            assert len(cc.requests) <= 10
+            outcomes = await task
+    assert all(outcome.ok for outcome in outcomes.values())
+    assert cc.rate_limited_count == 0
