@@ -9,6 +9,7 @@ in due order, at the pace the API's rate-limit budget allows.
 from __future__ import annotations
 
 import asyncio
+import copy
 import heapq
 import inspect
 import itertools
@@ -339,9 +340,18 @@ class Scheduler:
         everyone = not self.gate.answered
         for poll in list(self._polls.values()):
             if everyone or poll.has_checks:
-                poll.give_up(error, everyone=everyone)
+                poll.give_up(self._as_own(error, poll), everyone=everyone)
                 if not poll.waiters:
                     self._retire(poll)
+
+    def _as_own(self, error: JobwatchError, poll: JobPoll) -> JobwatchError:
+        """The probe's error, told of this poll's own URL (each job's message names its own)."""
+        url = self._prefix + poll.guid
+        if not isinstance(error, TransportError | ApiError) or error.url == url:
+            return error
+        own = copy.copy(error)
+        own.url = url
+        return own
 
     def _done(self, poll: JobPoll, next_at: float | None) -> None:
         """Schedule the next poll, or retire the loop when it is over."""

@@ -41,6 +41,12 @@ PROBE_GAP = RETRY.maximum + RETRY.initial
 TOKEN = "outage-token"
 
 
+async def answered(cf: jobwatch.Client) -> None:
+    """Until the API has answered once: a client never answered gives up after `attempts`."""
+    while not cf.stats.by_status.get(200):
+        await asyncio.sleep(0.002)
+
+
 def sent_during(cc: FakeCloudController, stats: jobwatch.ClientStats) -> int:
     """Requests sent while the API was down: what the server answered as the outage, plus
     the connections it refused (which only the client counts)."""
@@ -58,9 +64,11 @@ async def test_one_wait_rides_through_an_outage(kind: Outage) -> None:
     """A job that completes while the API is down is found once it is back; a few requests."""
     async with FakeCloudController(token=TOKEN) as cc:
         guid = cc.add_job(timeline=((0.0, "PROCESSING"), (OUTAGE * 0.6, "COMPLETE")))
-        cc.schedule_outage(kind, OUTAGE, start=0.05)
         async with client(cc) as cf:
-            job = await cf.wait_for_job(guid, timeout=10)
+            wait = asyncio.ensure_future(cf.wait_for_job(guid, timeout=10))
+            await answered(cf)
+            cc.schedule_outage(kind, OUTAGE)
+            job = await wait
             found = time.monotonic()
             stats = cf.stats
         _, _, back = cc.outage_windows[0]
@@ -81,9 +89,11 @@ async def test_a_thousand_waits_ride_through_an_outage_on_one_probe(kind: Outage
             cc.add_job(timeline=((0.0, "PROCESSING"), (0.1 + OUTAGE * i / 1000, "COMPLETE")))
             for i in range(1000)
         ]
-        cc.schedule_outage(kind, OUTAGE, start=0.1)
         async with client(cc) as cf:
-            outcomes = await cf.wait_for_jobs(guids, timeout=10)
+            wait = asyncio.ensure_future(cf.wait_for_jobs(guids, timeout=10))
+            await answered(cf)
+            cc.schedule_outage(kind, OUTAGE)
+            outcomes = await wait
             stats = cf.stats
     lost = [o for o in outcomes.values() if not o.ok]
     assert not lost, lost[:3]
@@ -101,9 +111,11 @@ async def test_a_deploy_shaped_outage_loses_nothing() -> None:
     steps.append((Outage.REFUSED, OUTAGE / 3))
     async with FakeCloudController(token=TOKEN, record_requests=False) as cc:
         guids = cc.add_jobs(500, timeline=((0.0, "PROCESSING"), (OUTAGE / 2, "COMPLETE")))
-        cc.schedule_deploy(steps, start=0.1)
         async with client(cc) as cf:
-            outcomes = await cf.wait_for_jobs(guids, timeout=10)
+            wait = asyncio.ensure_future(cf.wait_for_jobs(guids, timeout=10))
+            await answered(cf)
+            cc.schedule_deploy(steps)
+            outcomes = await wait
             stats = cf.stats
     assert all(o.ok for o in outcomes.values())
     assert sent_during(cc, stats) <= cf.max_in_flight + 3 + 12
@@ -140,6 +152,8 @@ async def test_a_wrong_url_stays_a_quick_clear_error() -> None:
         stats = cf.stats
     assert elapsed < 3.0
     assert all(isinstance(o.error, jobwatch.TransportError) for o in outcomes.values())
+    # Each outcome's message names its own job, not the probe's.
+    assert all(o.error.url.endswith("/" + guid) for guid, o in outcomes.items())  # type: ignore[union-attr]
     assert stats.requests <= cf.max_in_flight + 3 + RETRY.attempts
     async with jobwatch.Client(f"http://127.0.0.1:{port}", poll=POLL, retry=RETRY) as cf:
         with pytest.raises(jobwatch.TransportError, match="attempts"):
