@@ -27,6 +27,7 @@ nox.needs_version = ">=2025.5.1"
 nox.options.sessions = ["tests"]
 nox.options.envdir = str(BUILD / "nox")
 nox.options.download_python = "never"
+nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_venv = "yes"
 
 
@@ -47,9 +48,14 @@ def _expose_interpreters() -> None:
             check=False,
         )
         link = links / f"python{version}"
-        link.unlink(missing_ok=True)
-        if found.returncode == 0:
-            link.symlink_to(found.stdout.strip())
+        if found.returncode != 0:
+            link.unlink(missing_ok=True)
+            continue
+        # Atomically: .ci/run starts two nox at once, each reading this file.
+        fresh = links / f".python{version}.{os.getpid()}"
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(found.stdout.strip())
+        fresh.replace(link)
     os.environ["PATH"] = os.pathsep.join([str(links), os.environ.get("PATH", "")])
 
 
@@ -60,4 +66,6 @@ _expose_interpreters()
 def tests(session: nox.Session) -> None:
     """The whole pytest suite, no coverage (that is `make test`'s)."""
     session.install(".[dev,cli]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    # A cache of its own: .ci/run may run two of these sessions at once.
+    cache = BUILD / "pytest-cache" / str(session.python)
+    session.run("python", "-m", "pytest", "-o", f"cache_dir={cache}", *session.posargs)

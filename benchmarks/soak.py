@@ -65,7 +65,9 @@ POLL = jobwatch.PollPolicy(initial=0.05, maximum=0.2, polling_initial=0.1, polli
 #: Three attempts: they bound nothing here (waits retry until their deadline) but say so.
 RETRY = jobwatch.RetryPolicy(initial=0.02, maximum=0.2, attempts=3)
 REQUEST_TIMEOUT = 0.5  #: what a STALL or a DRIP costs
-TIMEOUT = 300.0  #: per wait: never reached unless something hangs
+#: Per wait: never reached unless something hangs (a round takes 5-20 s, a limiter's pause
+#: up to a window, 30 s, on top).
+TIMEOUT = 120.0
 MAX_IN_FLIGHT = 32
 #: The soak's time scale: its poll schedule is the default one times this (x0.02).
 SCALE = POLL.initial / jobwatch.PollPolicy().initial

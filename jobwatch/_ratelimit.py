@@ -16,13 +16,17 @@ import math
 import time
 from collections.abc import Mapping
 
+from . import _testing_mode
+
 #: The longest a server may make us wait (Retry-After, X-RateLimit-Reset), and the
 #: longest window believed: the Cloud Controller's rate-limit window is an hour.
 MAX_SERVER_WAIT = 3600.0
 #: The share of the usable budget spent at full speed before pacing starts:
 #: short bursts of quick jobs stay fast, long waits never run the budget dry.
 FREE_SHARE = 0.5
-#: While a new window's numbers are not known yet, how often to look again.
+#: While a new window's numbers are not known yet (its free share spent), one
+#: request goes this often until an answer reports them: a trickle, never a stop
+#: (the answer may not come: a proxy's 429 carries no rate-limit headers).
 RECHECK = 0.05
 #: A `Retry-After` this large is an epoch (older controllers send the reset
 #: epoch itself), not a delay: 10^9 seconds is 31 years.
@@ -167,7 +171,12 @@ class RateBudget:
             now: the loop's clock.
             horizon: the latest deadline among the client's waits: the budget is
                 spread to last until it or the window's reset, whichever is first.
+
+        In test mode (`set_testing`) at once: no pause, no pacing (the pause a
+        429 asked for is still counted in `paused_seconds`).
         """
+        if _testing_mode.enabled:
+            return -math.inf
         at = self.paused_until
         if self._limit is None:
             return at
@@ -176,7 +185,7 @@ class RateBudget:
         if now >= self._reset_at:
             # A new window: spend its free share, then wait for a response to report it.
             if self._assumed and usable <= free:
-                at = max(at, now + RECHECK)
+                at = max(at, self._last_send + RECHECK)
         elif usable < 1:
             at = max(at, self._reset_at)
         elif usable <= free:
@@ -252,14 +261,23 @@ class RateBudget:
             if until_reset is not None:
                 wait = until_reset if wait is None else max(wait, until_reset)
         if status == 429:
-            self.pause(now + (wait if wait is not None else 1.0), now)
+            # Only the limiter's own 429 (its X-RateLimit-Reset) speaks for the window: a
+            # proxy's bare 429 pauses the client, and the numbers we know stand.
+            self.pause(now + (wait if wait is not None else 1.0), now, ends_window=bool(reset))
         return wait
 
-    def pause(self, until: float, now: float) -> None:
-        """Stop every request until `until` (a 429 was answered)."""
+    def pause(self, until: float, now: float, *, ends_window: bool = True) -> None:
+        """Stop every request until `until` (a 429 was answered).
+
+        With `ends_window` (the limiter's own 429), the window we knew is spent
+        and ends then: the next request after it starts a new one.
+        """
         if until > self.paused_until:
             self.paused_seconds += until - max(now, self.paused_until)
             self.paused_until = until
+        if not ends_window:
+            return
         # The server says when the budget is back: that ends the window we knew.
         self._left = min(self._left, 0)
         self._reset_at = min(self._reset_at, until)
+        self._assumed = False  # the first request after it refills the budget

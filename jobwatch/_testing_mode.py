@@ -50,12 +50,14 @@ def set_testing(on: bool = True) -> _Restore:
     all zero, and the rate budget paces nothing. Each poll still goes through
     the event loop and over HTTP, and deadlines still hold: a wait with
     `timeout=0.2` on a job that never ends raises `JobTimeout` after 0.2 s.
-    Errors, stats and logs still say what the server asked for.
+    Errors and `Client.stats` still carry what the server asked for
+    (`RateLimited.retry_after`, `rate_limit_paused_seconds`).
 
-    It takes effect at once, for clients made before and after, on every
-    event loop and thread of the process. Call it plainly (e.g. in a session
-    fixture), or use it as a context manager, which restores the setting from
-    before the call when the block ends (nested blocks too)::
+    One switch for the process: every client, made before or after, on every
+    event loop. A poll already scheduled keeps its time, so turn it on before
+    the waits start (in a fixture). Call it plainly, or use it as a context
+    manager, which restores the setting from before the call when the block
+    ends (nested blocks too)::
 
         with jobwatch.testing.set_testing():
             await cf.wait_for_job(guid)  # no sleeping through the schedule

@@ -1,4 +1,4 @@
-"""Shared fixtures: the aioresponses compatibility shim and a loop-leak guard."""
+"""Shared fixtures: the aioresponses compatibility shim, test mode, and leak guards."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
+
+from jobwatch.testing import is_testing, set_testing
+
+# Our own plugin (the `fake_cloud_controller` fixture), loaded here rather than through
+# its entry point (turned off in pyproject.toml) so that coverage sees jobwatch imported.
+pytest_plugins = ["jobwatch.testing._pytest_plugin"]
 
 
 class _NoWriter:
@@ -70,3 +76,19 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     for task in leaked:
         task.cancel()
     assert not leaked, f"tasks left running: {leaked}"
+
+
+@pytest.fixture
+def testing_mode() -> Iterator[None]:
+    """`jobwatch.testing.set_testing()` for one test: no interval or backoff is slept through."""
+    with set_testing():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_testing_mode() -> Iterator[None]:
+    """Fail a test that leaves test mode on (and turn it off for the next one)."""
+    yield
+    if is_testing():
+        set_testing(False)
+        pytest.fail("the test left jobwatch.testing.set_testing() on")

@@ -1,4 +1,10 @@
-"""Fast policies for tests: millisecond intervals, never multi-second sleeps."""
+"""Fast policies for the tests that need real intervals: milliseconds, never seconds.
+
+Most tests need no schedule of their own: the `testing_mode` fixture
+(`jobwatch.testing.set_testing()`) and `FakeCloudController.client()` give a
+client with the default policies that sleeps through none of them. These are
+for the tests that measure spacing, backoff, pacing or cancellation mid-wait.
+"""
 
 from __future__ import annotations
 

@@ -22,13 +22,13 @@ import pytest
 from aiohttp import web
 
 import jobwatch
-from jobwatch import PollPolicy, RetryPolicy, UAATokenProvider
+from jobwatch import RetryPolicy, UAATokenProvider
 from jobwatch import _auth as auth_module
 from jobwatch._auth import Token, jwt_expiry, read_cf_config, uaa_token_url
 from jobwatch.testing import FakeCloudController, FakeResponse
 
-POLL = PollPolicy(initial=0.01, maximum=0.05, polling_initial=0.02, polling_maximum=0.1)
-RETRY = RetryPolicy(initial=0.01, maximum=0.05)
+# Test mode: clients keep the default policies and sleep through none of their intervals.
+pytestmark = pytest.mark.usefixtures("testing_mode")
 
 # Distinctive values, so a leak anywhere is found by a plain substring search.
 EXPIRED = "expired-access-token-0f1e2d3c4b5a69788796"
@@ -187,7 +187,7 @@ async def test_from_cf_config_uses_the_whole_login_and_never_writes_the_file(
             UAAOAuthClientSecret=CLIENT_SECRET,
         )
         before, mtime = path.read_bytes(), path.stat().st_mtime_ns
-        async with jobwatch.Client.from_cf_config(poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client.from_cf_config() as cf:
             job = await cf.wait_for_job(guid, timeout=5)
         assert job.state == jobwatch.JobState.COMPLETE
         assert cc.refresh_calls == 1
@@ -219,10 +219,10 @@ async def test_from_cf_config_without_refresh_token_sends_the_access_token(
     async with FakeCloudController(token=LIVE) as cc:
         guid = cc.add_job(states=("COMPLETE",))
         write_cf_config(cf_home, Target=cc.url, AccessToken=f"bearer {LIVE}", RefreshToken="")
-        async with jobwatch.Client.from_cf_config(poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client.from_cf_config() as cf:
             await cf.wait_for_job(guid, timeout=5)
         cc.token = "rotated-token-value-000"
-        async with jobwatch.Client.from_cf_config(poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client.from_cf_config() as cf:
             with pytest.raises(jobwatch.Unauthorized):
                 await cf.wait_for_job(guid, timeout=5)
         assert cc.refresh_calls == 0
@@ -279,7 +279,7 @@ async def test_authorization_endpoint_is_used_when_there_is_no_uaa_endpoint(
     async with FakeCloudController(token=LIVE, refresh_token=REFRESH) as cc:
         guid = cc.add_job(states=("COMPLETE",))
         write_cf_config(cf_home, Target=cc.url, UaaEndpoint=None, AuthorizationEndpoint=cc.uaa_url)
-        async with jobwatch.Client.from_cf_config(poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client.from_cf_config() as cf:
             await cf.wait_for_job(guid, timeout=5)
         assert cc.refresh_calls == 1
 
@@ -293,7 +293,7 @@ async def test_expired_token_is_refreshed_in_the_middle_of_a_wait() -> None:
         guid = cc.add_job(states=("PROCESSING", "PROCESSING", "COMPLETE"))
         provider = UAATokenProvider(cc.uaa_url, refresh_token=cc.refresh_token, access_token=LIVE)
         seen: list[str] = []
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             job = await cf.wait_for_job(
                 guid, timeout=5, on_update=lambda job: seen.append(job.state)
             )
@@ -316,7 +316,7 @@ async def test_a_thousand_waits_over_an_expired_token_refresh_once(
         provider = UAATokenProvider(
             cc.uaa_url, refresh_token=cc.refresh_token, access_token=access_token
         )
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             outcomes = await asyncio.gather(*(cf.wait_for_job(g, timeout=20) for g in guids))
             stats = cf.stats
         assert len(outcomes) == 1000
@@ -341,7 +341,7 @@ async def test_refused_refresh_is_one_request_and_a_clear_unauthorized(
     async with FakeCloudController(token=LIVE, **fake) as cc:
         guids = cc.add_jobs(300)
         provider = UAATokenProvider(cc.uaa_url, refresh_token=REFRESH, access_token=EXPIRED)
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             outcomes = await cf.wait_for_jobs(guids, timeout=5)
             with pytest.raises(jobwatch.Unauthorized) as caught:
                 await cf.get_job(guids[0], timeout=5)
@@ -370,7 +370,7 @@ async def test_uaa_error_text_that_echoes_a_token_is_redacted() -> None:
         stub = UAAStub(cc, answer)
         async with stub.running() as uaa:
             provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=EXPIRED)
-            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            async with jobwatch.Client(cc.url, token=provider) as cf:
                 with pytest.raises(jobwatch.Unauthorized) as caught:
                     await cf.wait_for_job(guid, timeout=5)
     shown = exposed(caught.value)
@@ -394,7 +394,7 @@ async def test_uaa_outage_is_transient_and_the_refresh_is_tried_again() -> None:
         stub = UAAStub(cc, answer)
         async with stub.running() as uaa:
             provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=EXPIRED)
-            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            async with jobwatch.Client(cc.url, token=provider) as cf:
                 job = await cf.wait_for_job(guid, timeout=5)
                 retries = cf.stats.retries
     assert job.state == "COMPLETE"
@@ -413,8 +413,8 @@ async def test_uaa_outage_past_the_retries_is_a_transport_error() -> None:
         stub = UAAStub(cc, answer)
         async with stub.running() as uaa:
             provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=EXPIRED)
-            retry = RetryPolicy(initial=0.01, maximum=0.02, attempts=3)
-            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=retry) as cf:
+            retry = RetryPolicy(attempts=3)
+            async with jobwatch.Client(cc.url, token=provider, retry=retry) as cf:
                 with pytest.raises(jobwatch.TransportError, match="token refresh failed") as c:
                     await cf.wait_for_job(guid, timeout=5)
     assert len(stub.forms) == 3
@@ -434,7 +434,7 @@ async def test_a_rotated_refresh_token_is_used_for_the_next_refresh() -> None:
         stub = UAAStub(cc, answer)
         async with stub.running() as uaa:
             provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=LIVE)
-            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            async with jobwatch.Client(cc.url, token=provider) as cf:
                 await cf.wait_for_job(guid, timeout=5)
     sent = [form["refresh_token"] for form in stub.forms]
     assert sent == [REFRESH, f"{REFRESH}-1"]
@@ -458,7 +458,7 @@ async def test_a_token_endpoint_answer_without_a_token_is_unauthorized(
         stub = UAAStub(cc, lambda n, form: answer)
         async with stub.running() as uaa:
             provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=EXPIRED)
-            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            async with jobwatch.Client(cc.url, token=provider) as cf:
                 with pytest.raises(jobwatch.Unauthorized, match="UAA") as caught:
                     await cf.wait_for_job(guid, timeout=5)
     assert len(stub.forms) == 1
@@ -485,7 +485,7 @@ async def test_provider_object_with_refresh_is_asked_once_per_401(is_async: bool
     async with FakeCloudController(token=LIVE) as cc:
         guids = cc.add_jobs(100, states=("COMPLETE",))
         vault = Vault()
-        async with jobwatch.Client(cc.url, token=vault, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=vault) as cf:
             outcomes = await cf.wait_for_jobs(guids, timeout=5)
         assert all(o.ok for o in outcomes.values())
         assert vault.refreshes == 1
@@ -501,7 +501,7 @@ async def test_async_callable_is_asked_again_after_a_401() -> None:
 
     async with FakeCloudController(token=LIVE) as cc:
         guid = cc.add_job(states=("COMPLETE",))
-        async with jobwatch.Client(cc.url, token=client_credentials, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=client_credentials) as cf:
             await cf.wait_for_job(guid, timeout=5)
     assert calls == ["grant", "grant"]
 
@@ -517,7 +517,7 @@ async def test_slow_provider_is_asked_once_for_many_first_requests() -> None:
 
     async with FakeCloudController(token=LIVE) as cc:
         guids = cc.add_jobs(200, states=("COMPLETE",))
-        async with jobwatch.Client(cc.url, token=slow_grant, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=slow_grant) as cf:
             outcomes = await cf.wait_for_jobs(guids, timeout=5)
     assert all(o.ok for o in outcomes.values())
     assert calls == ["grant"]
@@ -529,9 +529,7 @@ async def test_provider_returning_nothing_after_refresh_is_unauthorized() -> Non
 
     async with FakeCloudController(token=LIVE) as cc:
         guid = cc.add_job()
-        async with jobwatch.Client(
-            cc.url, token=lambda: next(answers), poll=POLL, retry=RETRY
-        ) as cf:
+        async with jobwatch.Client(cc.url, token=lambda: next(answers)) as cf:
             with pytest.raises(jobwatch.Unauthorized, match="returned no token") as caught:
                 await cf.wait_for_job(guid, timeout=5)
     assert caught.value.errors[-1].title == "TokenRefreshFailed"
@@ -671,7 +669,7 @@ async def test_token_near_its_expiry_is_refreshed_before_the_first_request(
     async with FakeCloudController(token=soon) as cc:
         guids = cc.add_jobs(200, states=("COMPLETE",))
         provider = UAATokenProvider(cc.uaa_url, refresh_token=cc.refresh_token, access_token=soon)
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             jobs = await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
             stats = cf.stats
         assert [j.guid for j in jobs] == guids
@@ -691,7 +689,7 @@ async def test_token_without_a_near_expiry_is_not_refreshed_ahead(token: str) ->
     async with FakeCloudController(token=token) as cc:
         guids = cc.add_jobs(50, states=("COMPLETE",))
         provider = UAATokenProvider(cc.uaa_url, refresh_token=cc.refresh_token, access_token=token)
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
             await cf.get_job(guids[0], timeout=5)
         assert cc.refresh_calls == 0
@@ -710,7 +708,7 @@ async def test_refreshed_token_near_its_end_is_not_refreshed_again_at_once() -> 
         stub = UAAStub(cc, answer)
         async with stub.running() as uaa:
             provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=soon)
-            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            async with jobwatch.Client(cc.url, token=provider) as cf:
                 for _ in range(20):
                     await cf.get_job(guid, timeout=5)
                 stats = cf.stats
@@ -727,7 +725,7 @@ async def test_refused_ahead_refresh_sends_the_old_token_until_the_api_refuses_i
     async with FakeCloudController(token=soon, refresh_token="the-uaa-knows-another-one") as cc:
         guids = cc.add_jobs(100, states=("COMPLETE",))
         provider = UAATokenProvider(cc.uaa_url, refresh_token=REFRESH, access_token=soon)
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             jobs = await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
             await cf.get_job(guids[0], timeout=5)  # a refusal is not asked again
             assert cc.refresh_calls == 1
@@ -783,7 +781,7 @@ async def test_ahead_refresh_that_fails_lets_the_requests_through_with_the_old_t
             def attempts() -> int:
                 return failing.refreshes if uaa == "provider-raises" else len(stub.forms)
 
-            async with jobwatch.Client(cc.url, token=token, poll=POLL, retry=RETRY) as cf:
+            async with jobwatch.Client(cc.url, token=token) as cf:
                 jobs = await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids))
                 clock.offset = 4.0
                 await asyncio.gather(*(cf.get_job(g, timeout=5) for g in guids[:10]))
@@ -810,7 +808,7 @@ async def test_cancelled_waiters_do_not_cancel_the_refresh_nor_lose_its_token(
     async with FakeCloudController(token=sent if why == "ahead" else LIVE) as cc:
         guids = cc.add_jobs(waiters, states=("COMPLETE",))
         provider = GatedRefresh(cc, sent)
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             tasks = [asyncio.ensure_future(cf.get_job(g, timeout=10)) for g in guids]
             await asyncio.wait_for(provider.refreshing.wait(), 2)
             for task in tasks:
@@ -842,7 +840,7 @@ async def test_closing_the_client_during_a_refresh_leaves_no_task(waiting: bool)
     async with FakeCloudController(token=soon) as cc:
         guid = cc.add_job(states=("COMPLETE",))
         provider = GatedRefresh(cc, soon)
-        cf = jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY)
+        cf = jobwatch.Client(cc.url, token=provider)
         task = asyncio.ensure_future(cf.get_job(guid, timeout=10))
         await asyncio.wait_for(provider.refreshing.wait(), 2)
         if not waiting:
@@ -874,7 +872,7 @@ async def test_redirect_to_another_origin_does_not_carry_the_token() -> None:
         guid = cc.add_job()
         other.add_job(guid)
         cc.inject(guid, FakeResponse(status=302, headers={"Location": other.job_url(guid)}))
-        async with jobwatch.Client(cc.url, token=LIVE, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=LIVE) as cf:
             with pytest.raises(jobwatch.ApiError) as caught:
                 await cf.wait_for_job(guid, timeout=5)
             with pytest.raises(jobwatch.InvalidJobReference):
@@ -895,7 +893,7 @@ async def test_uaa_redirect_to_another_origin_is_not_followed() -> None:
         stub = UAAStub(cc, lambda n, form: (307, "", {"Location": location}))
         async with stub.running() as uaa:
             provider = UAATokenProvider(uaa, refresh_token=REFRESH, access_token=EXPIRED)
-            async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+            async with jobwatch.Client(cc.url, token=provider) as cf:
                 with pytest.raises(jobwatch.Unauthorized, match="status 307"):
                     await cf.wait_for_job(guid, timeout=5)
         assert len(stub.forms) == 1
@@ -1031,7 +1029,7 @@ async def test_ssl_disabled_turns_verification_off_with_a_warning(
     caplog.set_level(logging.WARNING, logger="jobwatch")
     async with serve(tls_api(), self_signed) as url:
         write_cf_config(cf_home, Target=url, SSLDisabled=disabled)
-        async with jobwatch.Client.from_cf_config(poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client.from_cf_config() as cf:
             if disabled:
                 job = await cf.get_job("abc", timeout=5)
                 assert job.state == "COMPLETE"
@@ -1082,7 +1080,7 @@ async def test_no_secret_in_debug_logs_reprs_stats_or_exceptions(
             cc.uaa_url, refresh_token=REFRESH, access_token=EXPIRED, client_secret=CLIENT_SECRET
         )
         raised: list[BaseException] = []
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=RETRY) as cf:
+        async with jobwatch.Client(cc.url, token=provider) as cf:
             outcomes = await cf.wait_for_jobs([flaky, failed, "no-such-job"], timeout=5)
             raised += [o.error for o in outcomes.values() if o.error is not None]
             # Now the API drops the token and the UAA forgets the refresh token.
@@ -1125,7 +1123,7 @@ async def test_transport_error_does_not_keep_aiohttp_request_headers() -> None:
 
     server = await asyncio.start_server(garbage, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    retry = RetryPolicy(initial=0.01, maximum=0.01, attempts=1)
+    retry = RetryPolicy(attempts=1)
     try:
         async with jobwatch.Client(f"http://127.0.0.1:{port}", token=LIVE, retry=retry) as cf:
             with pytest.raises(jobwatch.TransportError) as caught:
@@ -1149,8 +1147,8 @@ async def test_refresh_transport_error_does_not_keep_the_basic_credentials() -> 
         provider = UAATokenProvider(
             uaa, refresh_token=REFRESH, access_token=EXPIRED, client_secret=CLIENT_SECRET
         )
-        retry = RetryPolicy(initial=0.01, maximum=0.01, attempts=2)
-        async with jobwatch.Client(cc.url, token=provider, poll=POLL, retry=retry) as cf:
+        retry = RetryPolicy(attempts=2)
+        async with jobwatch.Client(cc.url, token=provider, retry=retry) as cf:
             with pytest.raises(jobwatch.TransportError, match="token refresh failed") as caught:
                 await cf.wait_for_job(guid, timeout=5)
     inner = caught.value.__cause__

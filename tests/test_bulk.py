@@ -11,9 +11,14 @@ from contextlib import aclosing
 import pytest
 
 import jobwatch
-from jobwatch.testing import FakeCloudController, FakeResponse, Fault, RateLimit
+from jobwatch.testing import FakeCloudController, FakeResponse, Fault, RateLimit, set_testing
 
 from .helpers import fast_client
+
+# Test mode: clients keep the default policies and sleep through none of their
+# intervals. The tests that need real intervals (spacing, pacing, far-off polls)
+# turn it off and say which policies they use.
+pytestmark = pytest.mark.usefixtures("testing_mode")
 
 
 @pytest.fixture
@@ -28,7 +33,7 @@ async def test_results_keep_input_order_and_collapse_duplicates(
     """Keys follow the input order; a duplicate guid is one key and one poll loop."""
     slow = cc.add_job(states=("PROCESSING",) * 4 + ("COMPLETE",))
     quick = cc.add_job(states=("COMPLETE",))
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         outcomes = await cf.wait_for_jobs([slow, quick, cc.job_url(slow), slow], timeout=5)
     assert list(outcomes) == [slow, quick]
     assert all(outcome.ok for outcome in outcomes.values())
@@ -45,7 +50,7 @@ async def test_mixed_outcomes_side_by_side(cc: FakeCloudController) -> None:
     flaky = cc.add_job(states=("COMPLETE",))
     cc.inject(flaky, *[Fault.SHORT_BODY] * 10)  # a wait rides through: the job goes on
     slow = cc.add_job(states=("PROCESSING",) * 6 + ("COMPLETE",))
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         jobs = [done, failed, "no-such-job", broken, flaky, slow]
         outcomes = await cf.wait_for_jobs(jobs, timeout=5)
     assert outcomes[done].ok
@@ -65,7 +70,7 @@ async def test_bulk_timeout_gives_each_late_job_its_last_state(cc: FakeCloudCont
     """One deadline for the call: late jobs end with JobTimeout and the last job seen."""
     done = cc.add_job(states=("COMPLETE",))
     late = cc.add_job(states=("POLLING",))
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         started = time.monotonic()
         outcomes = await cf.wait_for_jobs([done, late], timeout=0.2)
         assert time.monotonic() - started < 0.35
@@ -80,7 +85,7 @@ async def test_bulk_timeout_gives_each_late_job_its_last_state(cc: FakeCloudCont
 async def test_get_jobs_checks_each_once(cc: FakeCloudController) -> None:
     """get_jobs is a status check: one GET per unique guid, FAILED is not an error."""
     guids = [cc.add_job(states=(state, "COMPLETE")) for state in ("PROCESSING", "FAILED")]
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         outcomes = await cf.get_jobs([*guids, guids[0], "missing"])
     assert [o.job.state if o.job else None for o in outcomes.values()] == [
         "PROCESSING",
@@ -96,7 +101,7 @@ async def test_as_completed_yields_in_completion_order(cc: FakeCloudController) 
     """Outcomes arrive as jobs end, not in input order."""
     slow = cc.add_job(states=("PROCESSING",) * 5 + ("COMPLETE",))
     quick = cc.add_job(states=("COMPLETE",))
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         order = [outcome.guid async for outcome in cf.as_completed([slow, quick], timeout=5)]
     assert order == [quick, slow]
 
@@ -105,7 +110,7 @@ async def test_leaving_as_completed_early_stops_the_rest(cc: FakeCloudController
     """Closing the iterator early ends the other poll loops."""
     quick = cc.add_job(states=("COMPLETE",))
     never = cc.add_job(states=("PROCESSING",))
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         async with aclosing(cf.as_completed([quick, never], timeout=5)) as outcomes:
             async for outcome in outcomes:
                 assert outcome.guid == quick
@@ -120,7 +125,7 @@ async def test_server_never_sees_more_than_max_in_flight(cc: FakeCloudController
     """All requests of a client share one in-flight limit."""
     guids = cc.add_jobs(200, states=("PROCESSING", "COMPLETE"))
     cc.latency = 0.005
-    async with fast_client(cc.url, max_in_flight=7) as cf:
+    async with cc.client(max_in_flight=7) as cf:
         outcomes = await cf.wait_for_jobs(guids, timeout=20)
     assert all(outcome.ok for outcome in outcomes.values())
     assert cc.peak_in_flight == 7
@@ -128,6 +133,7 @@ async def test_server_never_sees_more_than_max_in_flight(cc: FakeCloudController
 
 async def test_single_flight_across_bulk_and_single_waits(cc: FakeCloudController) -> None:
     """Waits on the same guid share one poll loop, whichever call started them."""
+    set_testing(False)  # this test needs the intervals of its policies
     guid = cc.add_job(states=("PROCESSING",) * 5 + ("COMPLETE",))
     async with fast_client(cc.url) as cf:
         results = await asyncio.gather(
@@ -146,6 +152,7 @@ async def test_status_check_joins_a_running_loop_with_a_fresh_poll(
     cc: FakeCloudController,
 ) -> None:
     """get_job on a guid being waited on polls now instead of waiting for the schedule."""
+    set_testing(False)  # this test needs the intervals of its policies
     guid = cc.add_job(states=("POLLING",) * 3 + ("COMPLETE",))
     policy = jobwatch.PollPolicy(polling_initial=10, polling_maximum=10)
     async with fast_client(cc.url, poll=policy) as cf:
@@ -163,6 +170,7 @@ async def test_status_check_joins_a_running_loop_with_a_fresh_poll(
 
 async def test_one_cancelled_waiter_leaves_the_others_polling(cc: FakeCloudController) -> None:
     """Cancelling one single-flight waiter ends only that caller."""
+    set_testing(False)  # this test needs the intervals of its policies
     guid = cc.add_job(states=("PROCESSING",) * 8 + ("COMPLETE",))
     async with fast_client(cc.url) as cf:
         first = asyncio.ensure_future(cf.wait_for_job(guid, timeout=5))
@@ -181,7 +189,7 @@ async def test_cancelling_a_bulk_wait_leaves_nothing_running(cc: FakeCloudContro
     """Cancelling midway ends every poll loop of the call and its requests."""
     guids = cc.add_jobs(300, states=("PROCESSING",))
     cc.latency = 0.002
-    async with fast_client(cc.url, max_in_flight=16) as cf:
+    async with cc.client(max_in_flight=16) as cf:
         task = asyncio.ensure_future(cf.wait_for_jobs(guids, timeout=30))
         while len(cc.requests) < 100:
             await asyncio.sleep(0.001)
@@ -202,7 +210,7 @@ async def test_on_update_counts_states_across_a_bulk_wait(cc: FakeCloudControlle
     """The bulk on_update sees every change of every job (for progress displays)."""
     guids = cc.add_jobs(20, states=("PROCESSING", "POLLING", "COMPLETE"))
     seen: list[tuple[str, str]] = []
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         await cf.wait_for_jobs(
             guids, timeout=5, on_update=lambda j: seen.append((j.guid, j.state))
         )
@@ -212,6 +220,7 @@ async def test_on_update_counts_states_across_a_bulk_wait(cc: FakeCloudControlle
 
 async def test_rate_limited_budget_is_paced_without_429(cc: FakeCloudController) -> None:
     """With a budget too small for naive polling, all jobs complete and no 429 comes back."""
+    set_testing(False)  # this test needs the intervals of its policies
     async with FakeCloudController(rate_limit=RateLimit(limit=40, window=1.0)) as limited:
         guids = [
             limited.add_job(timeline=((0.0, "PROCESSING"), (0.6, "COMPLETE"))) for _ in range(25)
@@ -231,6 +240,7 @@ async def test_rate_limited_budget_is_paced_without_429(cc: FakeCloudController)
 
 async def test_without_rate_limit_headers_nothing_is_paced(cc: FakeCloudController) -> None:
     """An API that sends no rate-limit headers is polled on the plain schedule."""
+    set_testing(False)  # this test needs the intervals of its policies
     guids = cc.add_jobs(30, states=("PROCESSING",) * 3 + ("COMPLETE",))
     async with fast_client(cc.url) as cf:
         started = time.monotonic()
@@ -243,7 +253,7 @@ async def test_stats_count_requests_retries_and_waiting(cc: FakeCloudController)
     """Client.stats tells requests by status, retries, and jobs waiting now."""
     guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
     cc.inject(guid, FakeResponse.router_502())
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         task = asyncio.ensure_future(cf.wait_for_job(guid, timeout=5))
         await asyncio.sleep(0)
         assert cf.stats.waiting == 1
@@ -260,7 +270,7 @@ async def test_leaving_early_gives_every_request_slot_back(cc: FakeCloudControll
     quick = cc.add_job(states=("COMPLETE",))
     never = cc.add_job(states=("PROCESSING",))
     later = cc.add_job(states=("PROCESSING", "COMPLETE"))
-    async with fast_client(cc.url, max_in_flight=1) as cf:
+    async with cc.client(max_in_flight=1) as cf:
         for _ in range(3):
             async with aclosing(cf.as_completed([quick, never], timeout=5)) as outcomes:
                 async for _outcome in outcomes:
@@ -277,7 +287,7 @@ async def test_failing_bulk_on_update_ends_the_call_with_its_error(
     def boom(job: jobwatch.Job) -> None:
         raise RuntimeError("display broke")
 
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         with pytest.raises(RuntimeError, match="display broke"):
             await cf.wait_for_jobs(guids, timeout=5, on_update=boom)
         await asyncio.sleep(0.01)
@@ -296,7 +306,7 @@ async def test_async_bulk_on_update_is_refused_clearly(cc: FakeCloudController) 
     async def show(job: jobwatch.Job) -> None:
         pass
 
-    async with fast_client(cc.url) as cf:
+    async with cc.client() as cf:
         with pytest.raises(TypeError, match="plain function"):
             await cf.wait_for_jobs([guid], timeout=5, on_update=show)
 
@@ -305,6 +315,7 @@ async def test_cancelled_waits_do_not_keep_their_jobs_in_the_heap(
     cc: FakeCloudController,
 ) -> None:
     """After a big wait is cancelled, its jobs are not held until their next poll time."""
+    set_testing(False)  # this test needs the intervals of its policies
     guids = cc.add_jobs(3000, states=("PROCESSING",))
     slow = jobwatch.PollPolicy(initial=3600, maximum=3600)
     async with fast_client(cc.url, poll=slow, max_in_flight=64) as cf:

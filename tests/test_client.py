@@ -12,11 +12,15 @@ import pytest
 
 import jobwatch
 from jobwatch import JobState
-from jobwatch.testing import FakeCloudController, FakeResponse, Fault
+from jobwatch.testing import FakeCloudController, FakeResponse, Fault, set_testing
 
 from .helpers import fast_client
 
 TOKEN = "s3cr3t-t0ken-value"
+
+# Test mode: clients keep the default policies and sleep through none of their
+# intervals. The tests of the waits a server asks for turn it off.
+pytestmark = pytest.mark.usefixtures("testing_mode")
 
 
 @pytest.fixture
@@ -27,7 +31,7 @@ async def cc() -> AsyncIterator[FakeCloudController]:
 
 @pytest.fixture
 async def cf(cc: FakeCloudController) -> AsyncIterator[jobwatch.Client]:
-    async with fast_client(cc.url, token=TOKEN) as client:
+    async with cc.client() as client:
         yield client
 
 
@@ -191,18 +195,19 @@ async def test_transient_errors_are_retried_then_raised(
 async def test_bare_502_keeps_its_details(cc: FakeCloudController, cf: jobwatch.Client) -> None:
     """A bare {code, title, detail} 502 body is parsed; router text keeps an excerpt."""
     guid = cc.add_job()
-    cc.inject(guid, *[FakeResponse.bare_502()] * 4)
+    cc.inject(guid, *[FakeResponse.bare_502()] * cf.retry_policy.attempts)
     with pytest.raises(jobwatch.BadGateway) as caught:
         await cf.get_job(guid)
     assert caught.value.errors
     text = cc.add_job()
-    cc.inject(text, *[FakeResponse.router_502()] * 4)
+    cc.inject(text, *[FakeResponse.router_502()] * cf.retry_policy.attempts)
     with pytest.raises(jobwatch.BadGateway, match="Registered endpoint failed"):
         await cf.get_job(text)
 
 
 async def test_retry_after_is_honoured(cc: FakeCloudController) -> None:
     """A 429 with Retry-After waits that long before the next request."""
+    set_testing(False)  # this test needs the waits the server asks for
     guid = cc.add_job(states=("COMPLETE",))
     cc.inject(guid, FakeResponse.rate_limited(retry_after=1))
     async with fast_client(cc.url, token=TOKEN) as cf:
@@ -216,6 +221,7 @@ async def test_retry_after_is_honoured(cc: FakeCloudController) -> None:
 
 async def test_rate_limit_pauses_the_whole_client(cc: FakeCloudController) -> None:
     """After a 429, no other job of the client is polled until the pause ends."""
+    set_testing(False)  # this test needs the waits the server asks for
     limited = cc.add_job(states=("COMPLETE",))
     other = cc.add_job(states=("PROCESSING",) * 3 + ("COMPLETE",))
     cc.inject(limited, FakeResponse.rate_limited(retry_after=1))
@@ -233,6 +239,7 @@ async def test_rate_limit_pauses_the_whole_client(cc: FakeCloudController) -> No
 
 async def test_server_wait_past_the_deadline_raises_at_once(cc: FakeCloudController) -> None:
     """If Retry-After would end after the deadline, the error comes now, not at the deadline."""
+    set_testing(False)  # this test needs the waits the server asks for
     guid = cc.add_job()
     cc.inject(guid, FakeResponse.rate_limited(retry_after=30))
     async with fast_client(cc.url, token=TOKEN) as cf:
@@ -282,7 +289,7 @@ async def test_deadline_holds_against_a_stalled_server(cc: FakeCloudController) 
     """A server that never answers cannot hold the caller past its deadline."""
     guid = cc.add_job()
     cc.inject(guid, Fault.STALL)
-    async with fast_client(cc.url, token=TOKEN) as cf:
+    async with cc.client() as cf:
         started = time.monotonic()
         with pytest.raises(jobwatch.JobTimeout) as caught:
             await cf.wait_for_job(guid, timeout=0.3)
@@ -294,7 +301,7 @@ async def test_stalled_request_times_out_and_is_retried(cc: FakeCloudController)
     """A request that outlives request_timeout is a transient failure, then retried."""
     guid = cc.add_job(states=("COMPLETE",))
     cc.inject(guid, Fault.STALL)
-    async with fast_client(cc.url, token=TOKEN, request_timeout=0.1) as cf:
+    async with cc.client(request_timeout=0.1) as cf:
         assert (await cf.wait_for_job(guid, timeout=5)).state == "COMPLETE"
         assert cf.stats.by_status.get("error") == 1
 
@@ -357,7 +364,7 @@ async def test_watch_timeout_raises(cc: FakeCloudController, cf: jobwatch.Client
 async def test_cancelling_a_wait_is_prompt_and_leaves_nothing(cc: FakeCloudController) -> None:
     """Cancellation propagates at once; the poll loop, its request and task are gone."""
     guid = cc.add_job(states=("PROCESSING",))
-    async with fast_client(cc.url, token=TOKEN) as cf:
+    async with cc.client() as cf:
         cc.inject(guid, FakeResponse(delay=5, body={"guid": guid, "state": "COMPLETE"}))
         task = asyncio.ensure_future(cf.wait_for_job(guid, timeout=10))
         while cc.in_flight == 0:
@@ -379,7 +386,7 @@ async def test_session_passed_in_stays_open(cc: FakeCloudController) -> None:
     """A borrowed session is used and never closed by jobwatch."""
     guid = cc.add_job(states=("COMPLETE",))
     async with aiohttp.ClientSession() as session:
-        async with fast_client(cc.url, token=TOKEN, session=session) as cf:
+        async with cc.client(session=session) as cf:
             await cf.wait_for_job(guid, timeout=5)
         assert not session.closed
         async with session.get(
@@ -396,7 +403,7 @@ async def test_token_never_shows(
     missing = "no-such-job"
     cc.inject(guid, FakeResponse.router_502())
     with caplog.at_level(logging.DEBUG):
-        async with fast_client(cc.url, token=TOKEN) as cf:
+        async with cc.client() as cf:
             texts = [repr(cf), str(cf), repr(cf.stats), repr(cf._transport), repr(cf._scheduler)]
             for call in (cf.wait_for_job(guid), cf.get_job(missing)):
                 with pytest.raises(jobwatch.JobwatchError) as caught:
@@ -410,7 +417,7 @@ async def test_token_never_shows(
 async def test_wrong_token_is_unauthorized(cc: FakeCloudController) -> None:
     """A rejected static token is a 401 Unauthorized, raised at once."""
     guid = cc.add_job()
-    async with fast_client(cc.url, token="bearer wrong") as cf:
+    async with cc.client(token="bearer wrong") as cf:
         with pytest.raises(jobwatch.Unauthorized) as caught:
             await cf.get_job(guid)
     assert caught.value.errors[0].code == 1000
@@ -420,14 +427,14 @@ async def test_token_provider_is_asked_again_after_401(cc: FakeCloudController) 
     """A callable provider gets one chance to hand out a fresh token after a 401."""
     guid = cc.add_job(states=("COMPLETE",))
     tokens = iter(["stale", TOKEN])
-    async with fast_client(cc.url, token=lambda: next(tokens)) as cf:
+    async with cc.client(token=lambda: next(tokens)) as cf:
         assert (await cf.get_job(guid)).state == "COMPLETE"
     assert [r.authorization for r in cc.requests] == ["bearer stale", f"bearer {TOKEN}"]
 
 
 async def test_closed_client_refuses_work(cc: FakeCloudController) -> None:
     """A closed client says so clearly instead of hanging or half-working."""
-    cf = fast_client(cc.url, token=TOKEN)
+    cf = cc.client()
     await cf.aclose()
     for call in (
         cf.get_job("abc"),
@@ -452,7 +459,7 @@ async def test_bad_arguments_fail_before_any_request(cc: FakeCloudController) ->
         jobwatch.Client(cc.url, max_in_flight=0)
     with pytest.raises(TypeError):
         jobwatch.Client(cc.url, max_in_flight="8")  # type: ignore[arg-type]
-    async with fast_client(cc.url, token=TOKEN) as cf:
+    async with cc.client() as cf:
         for timeout in (0, -1, float("nan")):
             with pytest.raises(ValueError, match="timeout"):
                 await cf.wait_for_job("abc", timeout=timeout)
@@ -507,7 +514,7 @@ async def test_compressed_body_cannot_inflate_past_the_limit(
 async def test_closing_the_client_ends_waits_with_client_closed(cc: FakeCloudController) -> None:
     """Waits still going when the client closes end with ClientClosed, not a hang."""
     guid, other = cc.add_jobs(2, states=("PROCESSING",))
-    cf = fast_client(cc.url, token=TOKEN)
+    cf = cc.client()
     single = asyncio.ensure_future(cf.wait_for_job(guid, timeout=5))
     bulk = asyncio.ensure_future(cf.wait_for_jobs([guid, other], timeout=5))
     while cc.polls(guid) < 2:
@@ -533,13 +540,13 @@ async def test_failing_token_provider_is_a_retried_transport_error(
             raise aiohttp.ClientConnectionError("UAA unreachable")
         return TOKEN
 
-    async with fast_client(cc.url, token=provider) as cf:
+    async with cc.client(token=provider) as cf:
         assert (await cf.get_job(guid)).state == "COMPLETE"
 
     def broken() -> str:
         raise aiohttp.ClientConnectionError("UAA unreachable")
 
-    async with fast_client(cc.url, token=broken) as cf:
+    async with cc.client(token=broken) as cf:
         with pytest.raises(jobwatch.TransportError, match="token provider failed") as caught:
             await cf.get_job(guid)
     assert caught.value.__context__ is None
@@ -548,6 +555,7 @@ async def test_failing_token_provider_is_a_retried_transport_error(
 
 async def test_endless_retry_after_is_capped(cc: FakeCloudController) -> None:
     """`Retry-After: inf` from a broken server pauses for at most an hour, not for ever."""
+    set_testing(False)  # this test needs the waits the server asks for
     from jobwatch._ratelimit import MAX_SERVER_WAIT
 
     guid = cc.add_job()
@@ -564,7 +572,7 @@ def test_a_client_from_another_event_loop_is_refused_cleanly() -> None:
         cc = FakeCloudController(token=TOKEN)
         first.run(cc.start())
         guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
-        cf = fast_client(cc.url, token=TOKEN)
+        cf = cc.client()
         try:
             assert first.run(cf.get_job(guid)).state == "PROCESSING"
             requests = len(cc.requests)
@@ -583,7 +591,7 @@ def test_a_client_from_another_event_loop_is_refused_cleanly() -> None:
 async def test_no_background_task_outlives_the_last_wait(cc: FakeCloudController) -> None:
     """The dispatcher ends when nothing waits, and a new wait starts it again."""
     guid = cc.add_job(states=("PROCESSING",))
-    async with fast_client(cc.url, token=TOKEN) as cf:
+    async with cc.client() as cf:
         wait = asyncio.ensure_future(cf.wait_for_job(guid, timeout=None))
         while cc.polls(guid) < 2:
             await asyncio.sleep(0.005)

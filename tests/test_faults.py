@@ -625,7 +625,7 @@ async def test_huge_body_is_refused_quickly_with_bounded_memory(
     assert cc.huge_body_size == 50 * 1024 * 1024
 
 
-# -- the README's copy of the table ---------------------------------------------------------
+# -- the docs' copy of the table (docs/failures.md) ------------------------------------------
 
 
 def _cell(row: Row) -> str:
@@ -644,7 +644,7 @@ def _cell(row: Row) -> str:
 
 
 def failure_table() -> list[str]:
-    """TABLE as the Markdown table of README "Failure semantics", one line per fault."""
+    """TABLE as the Markdown table of docs/failures.md, one line per fault."""
     lines = [
         "| Fault (as `FakeCloudController` serves it) | Kind "
         f"| `get_job` (a status check, `attempts={ATTEMPTS}`) "
@@ -663,11 +663,11 @@ def failure_table() -> list[str]:
     return lines
 
 
-def test_readme_failure_semantics_is_this_table() -> None:
-    """README "Failure semantics" carries the table above, line for line."""
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    section = text.split("## Failure semantics", 1)[1].split("\n## ", 1)[0]
+def test_docs_failure_semantics_is_this_table() -> None:
+    """docs/failures.md ("Every fault, tested") carries the table above, line for line."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "failures.md"
+    text = page.read_text(encoding="utf-8")
+    section = text.split("\n## Every fault, tested\n", 1)[1].split("\n## ", 1)[0]
     table = [line for line in section.splitlines() if line.startswith("|")]
     assert table == failure_table(), "\n" + "\n".join(failure_table())
 

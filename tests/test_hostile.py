@@ -20,8 +20,6 @@ TOKEN = "hostile-token"
 API = ApiBase.parse("https://api.example.org")
 GUID = "b19ae525-cbd3-4155-b156-dc0c2a431b4c"
 URL = f"https://api.example.org/v3/jobs/{GUID}"
-RETRY = jobwatch.RetryPolicy(initial=0.001, maximum=0.005, attempts=3)
-POLL = jobwatch.PollPolicy(initial=0.01, maximum=0.05, polling_initial=0.02, polling_maximum=0.1)
 #: What a message may hold: about 1 KB of server text, and jobwatch's own words around it.
 MESSAGE_LIMIT = 1300
 
@@ -32,6 +30,9 @@ TOO_DEEP_ERROR = "[" * 60_000
 #: Decodable, but a repr or str() of it near the recursion limit would not be.
 DEEP = json.loads("[" * 500 + "]" * 500)
 HUGE = 100_000
+
+# Test mode: clients keep the default policies and sleep through no backoff.
+pytestmark = pytest.mark.usefixtures("testing_mode")
 
 
 def _bounded(error: BaseException) -> None:
@@ -298,10 +299,6 @@ async def cc() -> AsyncIterator[FakeCloudController]:
         yield fake
 
 
-def _client(cc: FakeCloudController) -> jobwatch.Client:
-    return jobwatch.Client(cc.url, token=TOKEN, poll=POLL, retry=RETRY)
-
-
 def _json(status: int, body: bytes | str) -> FakeResponse:
     return FakeResponse(status, body, "application/json")
 
@@ -310,7 +307,7 @@ async def test_deep_json_200_over_http_is_malformed_at_once(cc: FakeCloudControl
     """A 200 nested too deep is permanent: one GET, MalformedResponse."""
     guid = cc.add_job()
     cc.inject(guid, _json(200, TOO_DEEP))
-    async with _client(cc) as cf:
+    async with cc.client() as cf:
         with pytest.raises(jobwatch.MalformedResponse, match="nested too deep"):
             await cf.get_job(guid, timeout=5)
     assert cc.polls(guid) == 1
@@ -318,17 +315,18 @@ async def test_deep_json_200_over_http_is_malformed_at_once(cc: FakeCloudControl
 
 async def test_deep_json_500_over_http_is_retried_then_its_class(cc: FakeCloudController) -> None:
     """A 500 whose body is nested too deep is still a (transient) InternalServerError."""
-    cured = cc.add_job(states=("COMPLETE",))
-    cc.inject(cured, _json(500, TOO_DEEP_ERROR))
-    broken = cc.add_job(states=("COMPLETE",))
-    cc.inject(broken, *[_json(500, TOO_DEEP_ERROR)] * RETRY.attempts)
-    async with _client(cc) as cf:
+    async with cc.client() as cf:
+        attempts = cf.retry_policy.attempts
+        cured = cc.add_job(states=("COMPLETE",))
+        cc.inject(cured, _json(500, TOO_DEEP_ERROR))
+        broken = cc.add_job(states=("COMPLETE",))
+        cc.inject(broken, *[_json(500, TOO_DEEP_ERROR)] * attempts)
         assert (await cf.get_job(cured, timeout=5)).state == "COMPLETE"
         with pytest.raises(jobwatch.InternalServerError) as caught:
             await cf.get_job(broken, timeout=5)
     assert caught.value.errors == ()
     assert cc.polls(cured) == 2
-    assert cc.polls(broken) == RETRY.attempts
+    assert cc.polls(broken) == attempts
 
 
 async def test_another_jobs_answer_over_http_is_malformed(cc: FakeCloudController) -> None:
@@ -336,7 +334,7 @@ async def test_another_jobs_answer_over_http_is_malformed(cc: FakeCloudControlle
     guid = cc.add_job()
     other = json.dumps({"guid": "some-other-job", "state": "COMPLETE"}).encode()
     cc.inject(guid, _json(200, other))
-    async with _client(cc) as cf:
+    async with cc.client() as cf:
         with pytest.raises(jobwatch.MalformedResponse, match="another job"):
             await cf.wait_for_job(guid, timeout=5)
     assert cc.polls(guid) == 1
@@ -350,7 +348,7 @@ async def test_huge_detail_in_a_404_over_http_is_not_found_with_a_short_message(
     detail = "n" * 60_000
     body = _envelope({"code": 10010, "title": "CF-ResourceNotFound", "detail": detail})
     cc.inject(guid, _json(404, body))
-    async with _client(cc) as cf:
+    async with cc.client() as cf:
         with pytest.raises(jobwatch.NotFound) as caught:
             await cf.get_job(guid, timeout=5)
     assert caught.value.errors[0].detail == detail
@@ -365,7 +363,7 @@ async def test_hostile_failed_job_over_http_gives_a_short_job_failed(
     guid = cc.add_job()
     errors = [{"code": 10001, "title": "CF-X", "detail": "e" * 100} for _ in range(5000)]
     cc.inject(guid, _json(200, json.dumps({"guid": guid, "state": "FAILED", "errors": errors})))
-    async with _client(cc) as cf:
+    async with cc.client() as cf:
         with pytest.raises(jobwatch.JobFailed) as caught:
             await cf.wait_for_job(guid, timeout=5)
     assert len(caught.value.errors) == 5000
@@ -374,7 +372,7 @@ async def test_hostile_failed_job_over_http_gives_a_short_job_failed(
 
 async def test_huge_guid_sends_no_request(cc: FakeCloudController) -> None:
     """A 100 KB guid (or job URL) is refused before the token goes anywhere."""
-    async with _client(cc) as cf:
+    async with cc.client() as cf:
         for reference in ("a" * HUGE, cc.job_url("a" * HUGE)):
             with pytest.raises(jobwatch.InvalidJobReference, match="at most 255"):
                 await cf.get_job(reference, timeout=5)

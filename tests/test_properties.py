@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import jsonschema
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,13 +23,13 @@ from jobwatch._errors import is_transient_status, parse_error_body
 from jobwatch._models import structure_job, unstructure_job
 from jobwatch.testing import FakeCloudController, FakeResponse
 
-from .helpers import FAST_POLL
-
 TOKEN = "property-token"
 #: Modest: every example is a real GET over loopback (a few ms each).
 SETTINGS = settings(max_examples=60, deadline=None, database=None)
-RETRY = jobwatch.RetryPolicy(initial=0.001, maximum=0.002, attempts=2)
 KNOWN_STATES = ("PROCESSING", "POLLING", "COMPLETE", "FAILED")
+
+# Test mode: the client's retries (default policies) sleep through no backoff.
+pytestmark = pytest.mark.usefixtures("testing_mode")
 
 #: The exception a status must raise, written out here rather than read from jobwatch.
 STATUS_ERRORS: dict[int, type[jobwatch.ApiError]] = {
@@ -84,7 +85,7 @@ async def _get(cf: jobwatch.Client, guid: str) -> jobwatch.Job | jobwatch.Jobwat
 async def _start() -> tuple[FakeCloudController, jobwatch.Client]:
     cc = FakeCloudController(token=TOKEN)
     await cc.start()
-    return cc, jobwatch.Client(cc.url, token=TOKEN, poll=FAST_POLL, retry=RETRY)
+    return cc, cc.client()
 
 
 async def _stop(cc: FakeCloudController, cf: jobwatch.Client) -> set[asyncio.Task[Any]]:

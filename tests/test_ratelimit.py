@@ -18,7 +18,7 @@ from jobwatch._ratelimit import (
     parse_http_date,
     parse_retry_after,
 )
-from jobwatch.testing import FakeCloudController, RateLimit
+from jobwatch.testing import FakeCloudController, FakeResponse, RateLimit
 
 #: A server clock far from this machine's: every epoch must be read against `Date`.
 SERVER = 1_767_225_600.0
@@ -320,3 +320,36 @@ async def test_before_the_first_headers_at_most_max_in_flight_go_out() -> None:
             outcomes = await task
     assert all(outcome.ok for outcome in outcomes.values())
     assert cc.rate_limited_count == 0
+
+
+def test_a_proxys_bare_429_pauses_but_keeps_the_window() -> None:
+    """A 429 without X-RateLimit-Reset (a proxy's) pauses; the limiter's numbers still stand."""
+    budget = RateBudget()
+    budget.observe(answer(90, 60), now=0.0, others=0)
+    assert budget.server_wait(429, answer(retry_after="0"), now=1.0) == 0.0
+    assert budget.remaining == 90
+    budget.sent(1.0)
+    assert budget.earliest(1.0) <= 1.0  # still 89 of 100: full speed
+
+
+def test_a_window_not_reported_yet_trickles_rather_than_stops() -> None:
+    """Past the free share of an assumed window, one request per RECHECK goes, not none."""
+    budget = RateBudget()
+    budget.observe(answer(0, 1, limit=10), now=0.0, others=0)
+    now = 2.5
+    while budget.earliest(now) <= now:
+        budget.sent(now)
+    assert budget.earliest(now) == now + RECHECK
+    assert budget.earliest(now + 1.0) <= now + 1.0  # nothing came back: another may go
+
+
+async def test_bare_429s_never_leave_a_lone_wait_idle_until_its_deadline() -> None:
+    """Two headerless 429s in a row, nothing else in flight: the wait goes on within seconds."""
+    async with FakeCloudController(token=TOKEN, rate_limit=RateLimit(1000, 60.0)) as cc:
+        guid = cc.add_job(timeline=((0.0, "PROCESSING"), (0.3, "COMPLETE")))
+        async with jobwatch.Client(cc.url, token=TOKEN, poll=POLL, retry=RETRY) as cf:
+            await cf.get_job(guid)  # the limit is known now
+            cc.inject(guid, FakeResponse.rate_limited(0), FakeResponse.rate_limited(0))
+            started = time.monotonic()
+            assert (await cf.wait_for_job(guid, timeout=20)).state == "COMPLETE"
+            assert time.monotonic() - started < 5.0

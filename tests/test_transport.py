@@ -17,7 +17,10 @@ from jobwatch._transport import map_exception
 
 API = "https://api.example.org"
 URL = f"{API}/v3/jobs/abc"
-FAST = jobwatch.RetryPolicy(initial=0.001, maximum=0.002, attempts=2)
+TWO_ATTEMPTS = jobwatch.RetryPolicy(attempts=2)
+
+# Test mode: the retries sleep through no backoff.
+pytestmark = pytest.mark.usefixtures("testing_mode")
 
 
 def _aiohttp_errors() -> Iterator[type[BaseException]]:
@@ -73,7 +76,7 @@ async def test_every_aiohttp_error_becomes_a_transport_error(
     """No aiohttp exception reaches the caller: each is a TransportError."""
     exc = _instance(cls)
     mocked_http.get(URL, exception=exc, repeat=True)
-    async with jobwatch.Client(API, token="t", retry=FAST) as cf:
+    async with jobwatch.Client(API, token="t", retry=TWO_ATTEMPTS) as cf:
         with pytest.raises(jobwatch.TransportError) as caught:
             await cf.get_job("abc", timeout=5)
     assert not isinstance(caught.value, aiohttp.ClientError)
@@ -83,7 +86,7 @@ async def test_every_aiohttp_error_becomes_a_transport_error(
 async def test_timeouts_are_transport_errors(mocked_http: aioresponses) -> None:
     """An asyncio timeout inside aiohttp is retried, then a TransportError."""
     mocked_http.get(URL, exception=TimeoutError(), repeat=True)
-    async with jobwatch.Client(API, retry=FAST) as cf:
+    async with jobwatch.Client(API, retry=TWO_ATTEMPTS) as cf:
         with pytest.raises(jobwatch.TransportError, match="timed out") as caught:
             await cf.get_job("abc")
     assert caught.value.attempts == 2
@@ -105,7 +108,7 @@ async def test_stray_cancelled_error_below_is_a_failed_attempt(mocked_http: aior
     """A CancelledError nobody asked for (a library bug below) never hangs the waiter."""
     mocked_http.get(URL, exception=asyncio.CancelledError())
     mocked_http.get(URL, payload={"guid": "abc", "state": "COMPLETE"})
-    async with jobwatch.Client(API, retry=FAST) as cf:
+    async with jobwatch.Client(API, retry=TWO_ATTEMPTS) as cf:
         job = await cf.get_job("abc", timeout=5)
     assert job.state == "COMPLETE"
 

@@ -43,3 +43,62 @@ async def service(guids: list[str]) -> None:
         print(exc.status, exc.errors, exc.request_id, exc.url)
     cf2 = Client.from_cf_config()
     await cf2.aclose()
+
+
+async def users_test() -> None:
+    from jobwatch.testing import FakeCloudController, is_testing, set_testing
+
+    set_testing()
+    on: bool = is_testing()
+    print(on)
+    set_testing(False)
+    with set_testing(True):
+        async with FakeCloudController() as cc:
+            guid: str = cc.add_job(states=("PROCESSING", "COMPLETE"))
+            async with cc.client(max_in_flight=4) as cf:
+                client: Client = cf
+                done: Job = await client.wait_for_job(guid, timeout=5)
+                print(done.state)
+
+
+class Telemetry(jobwatch.Hook):
+    """A user's hook: overrides what it needs, inherits the other no-ops."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def polled(self, event: jobwatch.Polled, /) -> None:
+        status: int | None = event.status
+        state: str | None = event.state
+        delay: float | None = event.detection_delay
+        print(event.guid, status, state, event.attempt, event.request_id, event.operation, delay)
+
+    def retry_scheduled(self, event: jobwatch.RetryScheduled, /) -> None:
+        error: jobwatch.JobwatchError = event.error
+        print(event.guid, event.attempt, event.wait, error)
+
+    def wait_started(self, event: jobwatch.WaitStarted, /) -> None:
+        call: jobwatch.WaitCall = event.call
+        print(event.wait_id, call, event.timeout)
+
+    def wait_ended(self, event: jobwatch.WaitEnded, /) -> None:
+        self.seconds.append(event.seconds)
+        print(event.wait_id, event.outcome, event.state, event.operation, event.polls, event.error)
+
+    def outage_began(self, event: jobwatch.OutageBegan, /) -> None:
+        print(event.since, event.seconds, event.error)
+
+    def outage_ended(self, event: jobwatch.OutageEnded, /) -> None:
+        print(event.since, event.seconds)
+
+    def rate_limit_paused(self, event: jobwatch.RateLimitPaused, /) -> None:
+        print(event.guid, event.seconds, event.api_url)
+
+
+async def instrumented(guid: str) -> None:
+    from jobwatch.otel import OpenTelemetryHook
+
+    hooks: list[jobwatch.Hook] = [Telemetry(), OpenTelemetryHook()]
+    async with Client("https://api.example.org", token="bearer abc", hooks=hooks) as cf:
+        print(cf.hooks, await cf.wait_for_job(guid))
+    await Client.from_cf_config(hooks=(OpenTelemetryHook(tracer_provider=None),)).aclose()

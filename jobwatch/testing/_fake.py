@@ -22,10 +22,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import attrs
 from aiohttp import hdrs, web
+
+if TYPE_CHECKING:
+    from .._client import Client
 
 __all__ = [
     "CC_ERRORS",
@@ -816,6 +819,27 @@ class FakeCloudController:
     def job_url(self, guid: str) -> str:
         """The job's absolute URL, as a `Location` header would carry it."""
         return f"{self.url}{_JOBS_PREFIX}{guid}"
+
+    def client(self, **kwargs: Any) -> Client:
+        """A `jobwatch.Client` pointed at this fake, with the token it accepts.
+
+        Keyword arguments go to `jobwatch.Client` and override (`poll=`,
+        `retry=`, `token=`, ...). The policies are the real defaults: with
+        `set_testing()` on, the client polls and retries without waiting.
+        Use it as `async with cc.client() as cf:`.
+
+        Raises:
+            RuntimeError: the fake is not started.
+        """
+        from .._client import Client  # here: the fake itself never needs the client
+        from .._refs import is_loopback
+
+        url = self.url
+        if self._token is not None:
+            kwargs.setdefault("token", self._bearer)
+        if not is_loopback(self._host):  # bound elsewhere on purpose: plain http is all it speaks
+            kwargs.setdefault("allow_insecure_http", True)
+        return Client(url, **kwargs)
 
     @property
     def token(self) -> str | None:

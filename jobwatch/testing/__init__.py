@@ -1,0 +1,39 @@
+"""Helpers for testing code that waits on Cloud Foundry jobs (public).
+
+- `FakeCloudController`: a Cloud Controller (and UAA) double serving scripted
+  jobs over real HTTP on loopback, with the faults, outages and rate limits of
+  a real foundation; `client()` hands out a `jobwatch.Client` pointed at it.
+- `set_testing()`: every `Client` polls and retries without waiting, while
+  deadlines still hold, so a suite never sleeps through the real schedule.
+- A pytest plugin (`jobwatch.testing._pytest_plugin`, registered through the
+  `pytest11` entry point) gives every suite the `fake_cloud_controller` fixture.
+
+`python -m jobwatch.testing` serves jobs in a process of its own (benchmarks).
+"""
+
+from __future__ import annotations
+
+from .._testing_mode import is_testing, set_testing
+from ._fake import (
+    CC_ERRORS,
+    FakeCloudController,
+    FakeResponse,
+    Fault,
+    Outage,
+    RateLimit,
+    RecordedRequest,
+    serve_forever,
+)
+
+__all__ = [
+    "CC_ERRORS",
+    "FakeCloudController",
+    "FakeResponse",
+    "Fault",
+    "Outage",
+    "RateLimit",
+    "RecordedRequest",
+    "is_testing",
+    "serve_forever",
+    "set_testing",
+]
