@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._errors import (
+    DECODE_ERRORS,
     ApiError,
     ClientClosed,
     ConfigError,
@@ -470,7 +471,7 @@ def uaa_token_url(uaa_url: str, *, allow_insecure_http: bool = False) -> str:
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except ValueError:
+    except DECODE_ERRORS:  # a hostile UAA's deep nesting too: no details, not a crash
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -509,8 +510,11 @@ def read_cf_config(path: str | os.PathLike[str] | None = None) -> CFConfig:
         raise ConfigError(
             f"no cf CLI login found ({file} does not exist): run `cf login` first"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the cf CLI config {file}: {exc}; run `cf login`") from None
+    except (OSError, *DECODE_ERRORS) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else exc
+        raise ConfigError(
+            f"cannot read the cf CLI config {file}: {reason}; run `cf login`"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"the cf CLI config {file} is not a JSON object; run `cf login`")
     target = _text(data, "Target")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -379,3 +380,11 @@ async def test_huge_guid_sends_no_request(cc: FakeCloudController) -> None:
             with pytest.raises(jobwatch.InvalidJobReference):
                 await cf.wait_for_job(reference, timeout=5)
     assert cc.requests == []
+
+
+def test_a_cf_config_nested_too_deep_is_a_config_error(tmp_path: Path) -> None:
+    """A broken or hostile config.json is a ConfigError, never a RecursionError."""
+    config = tmp_path / "config.json"
+    config.write_text("[" * 100_000)
+    with pytest.raises(jobwatch.ConfigError, match="nested too deep"):
+        jobwatch.Client.from_cf_config(config)
