@@ -96,7 +96,9 @@ class JobPoll:
                 waiter.update(job)
             if state_changed and not job.is_known_state:
                 log.warning(
-                    "job %s is in state %r, unknown to jobwatch: polling on", job.guid, job.state
+                    "job %s is in state %.100r, unknown to jobwatch: polling on",
+                    job.guid,
+                    job.state,
                 )
         if job.is_terminal:
             self.finish_all(None)
