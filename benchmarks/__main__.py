@@ -19,7 +19,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import economy, outage, overhead, peer, scale
+from . import economy, learned, outage, overhead, peer, ratelimited, scale
 from ._report import Section, table
 from ._server import pin_client
 
@@ -29,6 +29,8 @@ BENCHMARKS: dict[str, Callable[[bool, Callable[[str], None]], Section]] = {
     "economy": economy.run,
     "peer": peer.run,
     "outage": outage.run,
+    "learned": learned.run,
+    "ratelimited": ratelimited.run,
 }
 REPORT = Path(__file__).with_name("README.md")
 #: Written by `python -m benchmarks.soak` (minutes, so a run of its own); copied in here.

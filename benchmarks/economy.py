@@ -9,19 +9,26 @@ mix, scaled down in time, checks that the simulation tells the truth.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import itertools
+import json
 import math
 import random
 import statistics
+import sys
+import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import attrs
 
 import jobwatch
+from jobwatch.testing import FakeCloudController
 
 from ._report import Figure, Progress, Section, Summary, percentile
-from ._server import AUTHORIZATION, ServerProcess, now
+from ._server import AUTHORIZATION, TOKEN, ServerProcess, _Fake, _reply, now
 
 Delays = Callable[[str, random.Random], Iterator[float]]
 
@@ -61,6 +68,10 @@ class Schedule:
     delays: Delays
     restarts: bool
     note: str = ""
+    #: A fresh job handed over as its 202: no GET at `first`; the first goes one interval
+    #: later (the schedule's first interval since the job's creation), and the schedule
+    #: starts over from it: `first_then(first=the first interval, then=the policy)`.
+    skip_first: bool = False
 
 
 def _lognormal(rng: random.Random, median: float, sigma: float, cap: float = math.inf) -> float:
@@ -70,10 +81,12 @@ def _lognormal(rng: random.Random, median: float, sigma: float, cap: float = mat
             return value
 
 
-def quick_mix(n: int, seed: int = 1, sigma: float = QUICK_SIGMA) -> list[Job]:
+def quick_mix(
+    n: int, seed: int = 1, sigma: float = QUICK_SIGMA, median: float = QUICK_MEDIAN
+) -> list[Job]:
     """Quick operations (app deletes, manifests): log-normal, median 3 s, PROCESSING only."""
     rng = random.Random(seed)
-    return [Job(_lognormal(rng, QUICK_MEDIAN, sigma)) for _ in range(n)]
+    return [Job(_lognormal(rng, median, sigma)) for _ in range(n)]
 
 
 def broker_mix(n: int, seed: int = 2) -> list[Job]:
@@ -103,8 +116,11 @@ def doubling(start: float, cap: float) -> Delays:
     return delays
 
 
-def jobwatch_schedule(policy: jobwatch.PollPolicy, name: str = "jobwatch") -> Schedule:
-    return Schedule(name, 0.0, policy.delays, True)
+def jobwatch_schedule(
+    policy: jobwatch.PollPolicy, name: str = "jobwatch", *, fresh: bool = False
+) -> Schedule:
+    """jobwatch's schedule for a guid (first GET at once) or, `fresh`, a 202 response."""
+    return Schedule(name, 0.0, policy.delays, True, skip_first=fresh)
 
 
 PEERS = [
@@ -140,6 +156,10 @@ def simulate(jobs: Sequence[Job], schedule: Schedule, seed: int = 3) -> Result:
         t, n = schedule.first, 0
         intervals: Iterator[float] | None = None
         last = ""
+        if schedule.skip_first:
+            # No GET at `first`: the first waits the schedule's first interval (jittered);
+            # not a step of the schedule, which starts over from that GET, as jobwatch's does.
+            t += next(schedule.delays(job.state(t), rng))
         while True:
             n += 1
             state = job.state(t)
@@ -322,6 +342,209 @@ def _confirm(jobs: Sequence[Job], rounds: int, progress: Progress) -> list[list[
     return rows
 
 
+#: The defaults as they stood before the 202 hand-over (issue 11): "guids no worse than today".
+TODAY = jobwatch.PollPolicy(
+    initial=2.5,
+    maximum=10.0,
+    multiplier=1.1,
+    polling_initial=5.0,
+    polling_maximum=60.0,
+    polling_multiplier=1.5,
+    jitter=0.1,
+)
+#: Fresh jobs (a 202 handed over): at most this share of the cf CLI's GETs per job...
+FRESH_SHARE = 0.8
+
+
+def handover_mixes(n: int) -> list[tuple[str, str, list[Job]]]:
+    """Mixes the defaults were not chosen on (new seeds), beside the one they were."""
+    return [
+        ("quick", f"quick (median 3 s, sigma {QUICK_SIGMA:g}; chosen on)", quick_mix(n)),
+        ("10 s", "median 10 s, sigma 0.8", quick_mix(n, seed=11, median=10.0)),
+        ("wide", "wide: median 3 s, sigma 1.5", quick_mix(n, seed=12, sigma=1.5)),
+        ("narrow", "narrow: median 3 s, sigma 0.3", quick_mix(n, seed=13, sigma=0.3)),
+        ("broker", "broker (median 3 min, new sample)", broker_mix(n, seed=14)),
+    ]
+
+
+@dataclass(frozen=True)
+class Handover:
+    """One mix: the peers, and jobwatch with a guid and with a fresh 202 response."""
+
+    short: str
+    mix: str
+    peers: dict[str, Result]
+    guid: Result
+    fresh: Result
+    today: Result  # a guid under `TODAY`'s policy
+
+    @property
+    def cf(self) -> Result:
+        return self.peers["cf CLI"]
+
+    @property
+    def fresh_gets_ok(self) -> bool:
+        return self.fresh.mean_requests <= FRESH_SHARE * self.cf.mean_requests
+
+    @property
+    def fresh_delay_ok(self) -> bool:
+        return self.fresh.delay(50) <= self.cf.delay(50)
+
+    @property
+    def guid_ok(self) -> bool:
+        """No more GETs and no higher median or p95 delay than today's defaults."""
+        return (
+            self.guid.mean_requests <= self.today.mean_requests
+            and self.guid.delay(50) <= self.today.delay(50)
+            and self.guid.delay(95) <= self.today.delay(95)
+        )
+
+
+def handover(n: int) -> list[Handover]:
+    """Both hand-overs on every mix, exactly simulated, the same jobs for every client."""
+    found = []
+    for short, label, jobs in handover_mixes(n):
+        found.append(
+            Handover(
+                short,
+                label,
+                {s.name: simulate(jobs, s) for s in PEERS},
+                simulate(jobs, jobwatch_schedule(DEFAULT)),
+                simulate(jobs, jobwatch_schedule(DEFAULT, fresh=True)),
+                simulate(jobs, jobwatch_schedule(TODAY)),
+            )
+        )
+    return found
+
+
+def _handover_rows(h: Handover) -> list[list[str]]:
+    cf = h.cf
+    rows = [_row(s.name, s.note, h.peers[s.name], cf) for s in PEERS]
+    rows.append(_row("jobwatch, a guid", "first GET at once", h.guid, cf))
+    rows.append(
+        _row("jobwatch, the 202 response", "first GET one interval after creation", h.fresh, cf)
+    )
+    if DEFAULT != TODAY:
+        rows.append(_row("jobwatch, a guid, today's defaults", _describe(TODAY), h.today, cf))
+    return rows
+
+
+# -- real HTTP, both hand-overs ------------------------------------------------------------
+
+#: The child serving jobs whose timelines start at their creation (`--serve`).
+CREATED_SERVER: tuple[str, ...] = ("-m", "benchmarks.economy", "--serve")
+
+
+class _CreatedFake(_Fake):
+    """`_Fake`, plus `add_created`: jobs whose clock starts when they are made, as a 202's
+    job's does, not at their first GET (the fake's timelines count from the first GET)."""
+
+    def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        if command["op"] != "add_created":
+            return super().handle(command)
+        cc = self.cc
+        made = time.monotonic()
+        guids = [
+            cc.add_job(timeline=[(float(o), str(st)) for o, st in timeline])
+            for timeline in command["timelines"]
+        ]
+        for guid in guids:
+            # The fake's one hook for "when the job's clock starts" is its first GET's time.
+            cc._jobs[guid].first_poll = made  # a benchmark's own fixture
+        self.guids.extend(guids)
+        return {
+            "guids": guids,
+            "urls": [cc.job_url(guid) for guid in guids],
+            "date": email.utils.formatdate(cc.server_time(), usegmt=True),
+            "made": made,
+        }
+
+
+async def _serve_created() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    async with FakeCloudController(token=TOKEN, record_requests=False) as cc:
+        fake = _CreatedFake(cc)
+        _reply({"url": cc.url})
+        while line := await reader.readline():
+            _reply(fake.handle(json.loads(line)))
+
+
+def supports_202() -> bool:
+    """True once `Client.wait_for_jobs` takes a 202 response (an object with `headers`)."""
+    import inspect
+
+    from jobwatch import _bulk, _client, _refs
+
+    if not hasattr(_refs, "accepted_location"):
+        return False
+    used = inspect.getsource(_client) + inspect.getsource(_bulk)
+    return "resolve_ref" in used or "accepted_location" in used
+
+
+async def _created_run(
+    server: ServerProcess, jobs: Sequence[Job], policy: jobwatch.PollPolicy, *, fresh: bool
+) -> Result:
+    made = server.call(
+        op="add_created", timelines=[[(0.0, "PROCESSING"), (job.ends, "COMPLETE")] for job in jobs]
+    )
+    guids: list[str] = made["guids"]
+    refs: list[Any] = list(guids)
+    if fresh:
+        refs = [
+            types.SimpleNamespace(headers={"Location": url, "Date": made["date"]})
+            for url in made["urls"]
+        ]
+    seen: dict[str, float] = {}
+    async with jobwatch.Client(server.url, token=AUTHORIZATION, poll=policy) as client:
+        async for outcome in client.as_completed(refs, timeout=600):
+            if not outcome.ok:
+                raise RuntimeError(f"job {outcome.guid} did not complete: {outcome.error}")
+            seen[outcome.guid] = now()
+    ended = server.finished(guids)
+    polls = server.polls(guids)
+    delays = []
+    for guid, end in zip(guids, ended, strict=True):
+        assert end is not None
+        delays.append(seen[guid] - end)
+    return Result(polls, delays)
+
+
+def _confirm_handover(jobs: Sequence[Job], rounds: int, progress: Progress) -> list[list[str]]:
+    """Real HTTP, both hand-overs and the cf CLI's schedule, time-scaled, A B C A B C."""
+    fast = [Job(job.ends * TIME_SCALE) for job in jobs]
+    cf_policy = jobwatch.PollPolicy(initial=3.0, maximum=3.0, jitter=0)
+    runs = {
+        "cf CLI schedule (fixed 3 s), a guid": (cf_policy, False),
+        "jobwatch defaults, a guid": (DEFAULT, False),
+        "jobwatch defaults, the 202 response": (DEFAULT, True),
+    }
+    real: dict[str, list[Result]] = {name: [] for name in runs}
+    with ServerProcess(CREATED_SERVER) as server:
+        for i in range(rounds):
+            for name, (policy, fresh) in runs.items():
+                real[name].append(
+                    asyncio.run(
+                        _created_run(server, fast, scaled(policy, TIME_SCALE), fresh=fresh)
+                    )
+                )
+            progress(f"economy: real-HTTP hand-over check, round {i + 1}/{rounds}")
+    rows = []
+    for name, (policy, fresh) in runs.items():
+        sim = simulate(fast, jobwatch_schedule(scaled(policy, TIME_SCALE), fresh=fresh))
+        got = real[name]
+        for label, figure in (
+            ("GETs per job", lambda r: r.mean_requests),
+            ("delay p50 (s)", lambda r: r.delay(50) / TIME_SCALE),
+            ("delay p95 (s)", lambda r: r.delay(95) / TIME_SCALE),
+        ):
+            rows.append(
+                [name, label, f"{figure(sim):.2f}", Summary.of([figure(r) for r in got]).fmt(2)]
+            )
+    return rows
+
+
 def _row(name: str, note: str, r: Result, cf: Result) -> list[str]:
     return [
         name,
@@ -331,6 +554,55 @@ def _row(name: str, note: str, r: Result, cf: Result) -> list[str]:
         f"{r.delay(50):.2f}",
         f"{r.delay(95):.2f}",
     ]
+
+
+def _handover_section(
+    section: Section,
+    handovers: Sequence[Handover],
+    confirm: list[list[str]] | None,
+    n: int,
+    n_real: int,
+    rounds: int,
+) -> None:
+    section.add(
+        "**Both hand-overs** (issue 11). A guid (or URL) may name an old job, so its first GET "
+        "goes at once; a 202 response says the job was just made, so its first GET goes "
+        "one interval (the schedule's first, jittered) after the job's creation, and the "
+        "schedule goes on from there. The other clients cannot tell the two apart and poll "
+        f"a 202's job as they poll a guid. {n:,} jobs per mix, new samples (the defaults were "
+        "chosen on the first mix's seed only); the same jobs for every client. Targets: a "
+        f"202's job at <= {FRESH_SHARE:g}x the cf CLI's GETs per job with a median delay no "
+        "higher than its own; a guid no worse than today's defaults."
+    )
+    section.add()
+    header = ["client", "schedule", "GETs per job", "vs cf CLI", "delay p50 (s)", "delay p95 (s)"]
+    for h in handovers:
+        verdicts = (
+            f"202: GETs {'met' if h.fresh_gets_ok else '**missed**'}, "
+            f"median delay {'met' if h.fresh_delay_ok else '**missed**'}; "
+            f"guid {'met' if h.guid_ok else '**missed**'}"
+        )
+        section.add(f"**{h.mix}** ({verdicts})")
+        section.add()
+        section.table(header, _handover_rows(h))
+    if confirm is None:
+        section.add(
+            "**Real HTTP, both hand-overs: not run.** This jobwatch does not take a 202 "
+            "response yet (`jobwatch/_refs.py` reads no `Location` header)."
+        )
+        section.add()
+        return
+    section.add(
+        f"**Real HTTP, both hand-overs.** {n_real} quick jobs, time-scaled by {TIME_SCALE:g} "
+        "as above, on a fake whose jobs start their clock when they are made (not at their "
+        "first GET); the 202 is `SimpleNamespace(headers={Location, Date})` with the fake's "
+        "`Date` at creation, handed to `as_completed` at once (jobwatch reads a job's age "
+        "from `Date` + 1 s, never overestimating it, so a 202 handed over at once waits a "
+        "whole first interval, whatever the truncation; the simulation does the same). "
+        f"{rounds} rounds, the three runs alternating; the server counts the GETs."
+    )
+    section.add()
+    section.table(["run", "figure", "simulated", "real HTTP"], confirm)
 
 
 def run(quick: bool, progress: Progress) -> Section:
@@ -359,7 +631,12 @@ def run(quick: bool, progress: Progress) -> Section:
             [f"{sigma:g}", f"{cf.mean_requests:.2f}", f"{cf.delay(50):.2f}",
              f"{jw.mean_requests:.2f}", f"{jw.delay(50):.2f}"]
         )  # fmt: skip
-    confirm = _confirm(quick_jobs[:n_real], rounds, progress)
+    handovers = handover(n)
+    progress("economy: both hand-overs simulated")
+    # Quick mode (a smoke test): short jobs only, so that each real-HTTP run takes a second.
+    real = [j for j in quick_jobs if j.ends <= 3.0][:n_real] if quick else quick_jobs[:n_real]
+    confirm = _confirm(real, rounds, progress)
+    confirm_202 = _confirm_handover(real, rounds, progress) if supports_202() else None
 
     default_verdict = verdicts[0][1]
     section = Section("economy", "3. API economy")
@@ -389,6 +666,41 @@ def run(quick: bool, progress: Progress) -> Section:
             "; ".join(label for label, v in verdicts if v.ok) or "none",
             "at least one",
             any(v.ok for _, v in verdicts),
+        ),
+    ]
+    section.figures += [
+        Figure(
+            "202 hand-over: GETs per job, jobwatch / cf CLI, each mix (simulated)",
+            "; ".join(
+                f"{h.short} {h.fresh.mean_requests / h.cf.mean_requests:.2f}x" for h in handovers
+            ),
+            f"<= {FRESH_SHARE:g}x on each",
+            all(h.fresh_gets_ok for h in handovers),
+        ),
+        Figure(
+            "202 hand-over: median delay, jobwatch / cf CLI, each mix (simulated)",
+            "; ".join(
+                f"{h.short} "
+                f"{h.fresh.delay(50):.2f} / {h.cf.delay(50):.2f} s"
+                + ("" if h.fresh_delay_ok else " (higher)")
+                for h in handovers
+            ),
+            "no higher on each",
+            all(h.fresh_delay_ok for h in handovers),
+        ),
+        Figure(
+            "a guid: GETs, p50 and p95 delay against today's defaults, each mix (simulated)",
+            "same policy as today"
+            if DEFAULT == TODAY
+            else "; ".join(
+                f"{h.short} {h.guid.mean_requests:.2f} GETs, "
+                f"{h.guid.delay(50):.2f} / {h.guid.delay(95):.2f} s "
+                f"(today {h.today.mean_requests:.2f}, {h.today.delay(50):.2f} / "
+                f"{h.today.delay(95):.2f} s)"
+                for h in handovers
+            ),
+            "no worse on each",
+            all(h.guid_ok for h in handovers),
         ),
     ]
     section.add(
@@ -472,7 +784,19 @@ def run(quick: bool, progress: Progress) -> Section:
     )
     section.add()
     section.table(["schedule", "figure", "simulated", "real HTTP"], confirm)
+    _handover_section(section, handovers, confirm_202, n, n_real, rounds)
     section.data = {
+        "handover": [
+            {
+                "mix": h.mix,
+                "cf_cli": [h.cf.mean_requests, h.cf.delay(50), h.cf.delay(95)],
+                "guid": [h.guid.mean_requests, h.guid.delay(50), h.guid.delay(95)],
+                "fresh": [h.fresh.mean_requests, h.fresh.delay(50), h.fresh.delay(95)],
+                "today": [h.today.mean_requests, h.today.delay(50), h.today.delay(95)],
+            }
+            for h in handovers
+        ],
+        "confirm_202": confirm_202,
         "jobs_per_mix": n,
         "peers": {
             name: {
@@ -488,3 +812,7 @@ def run(quick: bool, progress: Progress) -> Section:
         "confirm": confirm,
     }
     return section
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    asyncio.run(_serve_created())

@@ -6,6 +6,7 @@ from importlib import metadata as _metadata
 
 from ._auth import RefreshableTokenProvider, TokenProvider, UAATokenProvider
 from ._client import (
+    DEFAULT_RATE_LIMIT_SHARE,
     DEFAULT_TIMEOUT,
     Client,
     ClientStats,
@@ -49,6 +50,7 @@ from ._hooks import (
 )
 from ._models import ErrorDetail, Job, JobState, JobWarning, Link, Outcome
 from ._policy import PollPolicy, RetryPolicy
+from ._refs import AcceptedResponse, JobRef
 
 try:
     __version__ = _metadata.version("jobwatch")
@@ -56,6 +58,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0.0.0"
 
 __all__ = [
+    "AcceptedResponse",
     "ApiError",
     "BadGateway",
     "BadRequest",
@@ -64,6 +67,7 @@ __all__ = [
     "ClientStats",
     "ConfigError",
     "Conflict",
+    "DEFAULT_RATE_LIMIT_SHARE",
     "DEFAULT_TIMEOUT",
     "ErrorDetail",
     "Forbidden",
@@ -72,6 +76,7 @@ __all__ = [
     "InvalidJobReference",
     "Job",
     "JobFailed",
+    "JobRef",
     "JobState",
     "JobTimeout",
     "JobWarning",

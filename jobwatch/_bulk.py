@@ -15,8 +15,9 @@ import inspect
 import itertools
 import logging
 import random
+import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 
 from . import _testing_mode
 from ._errors import (
@@ -31,9 +32,11 @@ from ._errors import (
 )
 from ._gate import OutageGate, RetryRules
 from ._hooks import Emitter, WaitCall, WaitReport
+from ._learn import LearnedSchedule
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
 from ._poller import JobPoll, Waiter
+from ._refs import Accepted
 
 __all__ = ["Batch", "ClientClosed", "Scheduler", "run_single", "run_watch"]
 from ._transport import Transport
@@ -60,6 +63,8 @@ class Scheduler:
         self._transport = transport
         self._prefix = jobs_prefix
         self._policy = poll
+        #: PollPolicy(learn=True): the per-operation model of how long jobs run.
+        self.learned = LearnedSchedule(poll) if poll.learn else None
         self._rules = RetryRules(retry)
         self.gate = OutageGate(self._rules)
         #: The client's instrumentation hooks; None (not an empty emitter) when none is set,
@@ -126,11 +131,16 @@ class Scheduler:
         if self._loop is not None and running is not self._loop:
             self.loop  # noqa: B018 - raises the error, in one place
 
-    def join(self, guid: str, waiter: Waiter, *, fresh: bool = False) -> JobPoll:
+    def join(
+        self, guid: str, waiter: Waiter, *, fresh: bool = False, accepted: Accepted | None = None
+    ) -> JobPoll:
         """Attach a waiter to the guid's poll loop, starting one if needed.
 
-        A new loop polls at once; `fresh` (a status check) also pulls an existing
-        loop's next poll forward to now, unless a request is already on its way.
+        A new loop polls at once, or, for a job handed over as its 202
+        (`accepted`), once its first interval has passed since the job was
+        created. `fresh` (a status check) polls at once, and also pulls an
+        existing loop's next poll forward to now, unless a request is already on
+        its way.
         """
         self.check_usable()
         loop = self.loop
@@ -138,7 +148,8 @@ class Scheduler:
         if poll is None:
             poll = self._polls[guid] = JobPoll(guid)
             poll.add(waiter)
-            self._push(poll, loop.time())
+            now = loop.time()
+            self._push(poll, now if accepted is None or fresh else self._first_poll(accepted, now))
         else:
             poll.add(waiter)
             if fresh and poll.task is None:
@@ -149,6 +160,16 @@ class Scheduler:
             self._dispatcher = loop.create_task(self._dispatch(), name="jobwatch-dispatcher")
             self._dispatcher.add_done_callback(self._dispatcher_done)
         return poll
+
+    def _first_poll(self, accepted: Accepted, now: float) -> float:
+        """When a fresh job is first polled: the first PROCESSING interval after its `Date`.
+
+        At once if that is past. Not a step of the schedule: after this GET it
+        starts from its first interval, as for any job.
+        """
+        interval = self._policy.interval(JobState.PROCESSING, 0, self._rng)
+        age = 0.0 if accepted.date is None else self._transport.budget.age(accepted.date)
+        return now + max(interval - age, 0.0)
 
     def leave(self, poll: JobPoll, waiter: Waiter) -> None:
         """Detach a waiter; the loop stops when its last waiter leaves."""
@@ -300,7 +321,11 @@ class Scheduler:
         if self.hooks:
             offset = self._transport.budget.clock_offset
             self.hooks.polled(poll, job, None, request_id, loop.time() - sent, offset)
-        self._done(poll, poll.succeeded(job, loop.time(), self._policy, self._rng))
+        learned = self.learned
+        server_now = time.time() + (self._transport.budget.clock_offset or 0.0) if learned else 0.0
+        self._done(
+            poll, poll.succeeded(job, loop.time(), self._policy, self._rng, learned, server_now)
+        )
 
     def _answered(self, now: float) -> None:
         gate = self.gate
@@ -452,13 +477,17 @@ async def run_single(
     *,
     timeout: float | None,
     until_terminal: bool,
+    accepted: Accepted | None = None,
 ) -> Job:
-    """Wait (or check once) on one job; the caller's deadline ends it with `JobTimeout`."""
+    """Wait (or check once) on one job; the caller's deadline ends it with `JobTimeout`.
+
+    `accepted`: the job was handed over as its 202 (a wait's first poll waits its interval).
+    """
     loop = scheduler.loop
     future: asyncio.Future[Job] = loop.create_future()
     deadline = INF if timeout is None else loop.time() + timeout
     waiter = _Single(future, deadline, until_terminal)
-    poll = scheduler.join(guid, waiter, fresh=not until_terminal)
+    poll = scheduler.join(guid, waiter, fresh=not until_terminal, accepted=accepted)
     if scheduler.hooks:
         call: WaitCall = "wait_for_job" if until_terminal else "get_job"
         waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
@@ -482,17 +511,23 @@ def _expire_single(scheduler: Scheduler, poll: JobPoll, waiter: _Single, timeout
 
 
 async def run_watch(
-    scheduler: Scheduler, guid: str, *, timeout: float | None, call: WaitCall = "watch_job"
+    scheduler: Scheduler,
+    guid: str,
+    *,
+    timeout: float | None,
+    call: WaitCall = "watch_job",
+    accepted: Accepted | None = None,
 ) -> AsyncGenerator[Job, None]:
     """Yield the job at each observed change; end after the terminal one.
 
-    `call` names the public call for the hooks (`wait_for_job` with `on_update` runs here).
+    `call` names the public call for the hooks (`wait_for_job` with `on_update` runs here);
+    `accepted`: the job was handed over as its 202 (its first poll waits its interval).
     """
     loop = scheduler.loop
     queue: asyncio.Queue[Job | _End] = asyncio.Queue()
     deadline = INF if timeout is None else loop.time() + timeout
     waiter = _Single(loop.create_future(), deadline, True, queue)
-    poll = scheduler.join(guid, waiter)
+    poll = scheduler.join(guid, waiter, accepted=accepted)
     if scheduler.hooks:
         waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
     timer = None
@@ -569,6 +604,7 @@ class Batch:
         timeout: float | None,
         on_update: Callable[[Job], object] | None = None,
         streaming: bool = False,
+        accepted: Mapping[str, Accepted] | None = None,
     ) -> None:
         loop = scheduler.loop
         self.failure: BaseException | None = None
@@ -596,7 +632,12 @@ class Batch:
                 break
             member = _Member(self)
             self._members.append(member)
-            member.poll = poll = scheduler.join(guid, member, fresh=not until_terminal)
+            member.poll = poll = scheduler.join(
+                guid,
+                member,
+                fresh=not until_terminal,
+                accepted=accepted.get(guid) if accepted else None,
+            )
             if hooks:
                 self._reports[guid] = hooks.wait_started(loop, poll, call, timeout)
         if not self.pending and not self.done.done():

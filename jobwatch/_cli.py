@@ -137,6 +137,16 @@ def _speed(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= 1, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `jobwatch` (exposed for the docs and the tests)."""
     parser = _Parser(
@@ -178,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most requests open at once (default 32)",
     )
     common.add_argument(
+        "--rate-limit-share",
+        type=_share,
+        default=jobwatch.DEFAULT_RATE_LIMIT_SHARE,
+        metavar="SHARE",
+        help="the share of the API's rate limit (0 < SHARE <= 1) this command may spend; "
+        "the rest stays free for the same user's cf CLI and other work "
+        f"(default {jobwatch.DEFAULT_RATE_LIMIT_SHARE:g})",
+    )
+    common.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -195,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait until every job ends",
         description="Wait until every job ends; on a terminal, show live progress. "
         "A JOB is a guid or a job URL (the Location of a 202); `-` reads them from stdin, "
-        "one per line.",
+        "one per line. Each job's first GET goes at once: a guid or URL may name a job of "
+        "any age (only the library, handed the 202 response itself, knows a job is fresh "
+        "and waits a first interval).",
         **kwargs,
     )
     wait.add_argument("jobs", nargs="+", metavar="JOB")
@@ -830,7 +851,12 @@ def read_jobs(args: Iterable[str], stdin: TextIO) -> list[str]:
     return jobs
 
 
-async def make_client(api: str | None, *, max_in_flight: int) -> Client:
+async def make_client(
+    api: str | None,
+    *,
+    max_in_flight: int,
+    rate_limit_share: float = jobwatch.DEFAULT_RATE_LIMIT_SHARE,
+) -> Client:
     """A client for `--api` / `JOBWATCH_TOKEN` / the cf CLI login.
 
     Raises:
@@ -838,8 +864,10 @@ async def make_client(api: str | None, *, max_in_flight: int) -> Client:
     """
     token = os.environ.get(TOKEN_ENV, "").strip() or None
     if api is not None and token is not None:
-        return Client(api, token=token, max_in_flight=max_in_flight)
-    kwargs: dict[str, Any] = {"max_in_flight": max_in_flight}
+        return Client(
+            api, token=token, max_in_flight=max_in_flight, rate_limit_share=rate_limit_share
+        )
+    kwargs: dict[str, Any] = {"max_in_flight": max_in_flight, "rate_limit_share": rate_limit_share}
     if token is not None:
         kwargs["token"] = token
     try:
@@ -874,7 +902,9 @@ async def cmd_wait(args: argparse.Namespace, output: Output, interrupt: Interrup
     if not refs:
         output.say("no jobs to wait on")
         return EXIT_OK
-    async with await make_client(args.api, max_in_flight=args.max_in_flight) as cf:
+    async with await make_client(
+        args.api, max_in_flight=args.max_in_flight, rate_limit_share=args.rate_limit_share
+    ) as cf:
         run = Run(cf, output, interrupt, f"jobwatch: waiting on jobs at {cf.api_url}")
         await run.wait(refs, timeout=args.timeout)
         return run.report()
@@ -885,7 +915,9 @@ async def cmd_get(args: argparse.Namespace, output: Output, interrupt: Interrupt
     refs = read_jobs(args.jobs, sys.stdin)
     if not refs:
         return EXIT_OK
-    async with await make_client(args.api, max_in_flight=args.max_in_flight) as cf:
+    async with await make_client(
+        args.api, max_in_flight=args.max_in_flight, rate_limit_share=args.rate_limit_share
+    ) as cf:
         loop = asyncio.get_running_loop()
         started = loop.time()
         results: dict[str, Outcome] = {}

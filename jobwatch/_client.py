@@ -20,7 +20,7 @@ from ._errors import JobFailed
 from ._hooks import Emitter, Hook
 from ._models import Job, JobState, Outcome
 from ._policy import PollPolicy, RetryPolicy
-from ._refs import ApiBase
+from ._refs import Accepted, ApiBase, JobRef
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -61,6 +61,10 @@ class ClientStats:
     #: the API reported no rate limit).
     rate_limit: int | None = None
     rate_limit_remaining: int | None = None
+    #: The fraction of the window's limit this client has spent in the current window,
+    #: by its own count (at most its `rate_limit_share`, give or take the requests in
+    #: flight when the window began); None: the API reported no rate limit.
+    rate_limit_share_used: float | None = None
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -210,6 +214,7 @@ class Client:
             unavailable_since=since,
             rate_limit=self._transport.budget.limit,
             rate_limit_remaining=self._transport.budget.remaining,
+            rate_limit_share_used=self._transport.budget.share_used(self._scheduler.loop_time()),
         )
 
     async def __aenter__(self) -> Client:
@@ -236,31 +241,41 @@ class Client:
         """`ClientClosed` on a closed client, `RuntimeError` from another event loop."""
         self._scheduler.check_usable()
 
-    def _resolve(self, job: str) -> str:
-        """The guid of a job reference; refused before any request if bad."""
+    def _resolve(self, job: JobRef) -> tuple[str, Accepted | None]:
+        """The guid of a job reference (and `Accepted` for a 202); refused before any request."""
         self._check_open()
-        return self._api.resolve(job)[0]
+        return self._api.resolve_ref(job)
 
-    def _resolve_all(self, jobs: Iterable[str]) -> list[str]:
+    def _resolve_all(self, jobs: Iterable[JobRef]) -> tuple[list[str], dict[str, Accepted]]:
+        """The guids, and what the 202 responses among `jobs` say of their jobs' age."""
         if isinstance(jobs, str):
             raise TypeError("jobs must be an iterable of guids or URLs, not one string")
-        return [self._resolve(job) for job in jobs]
+        self._check_open()
+        resolve = self._api.resolve_ref
+        guids: list[str] = []
+        accepted: dict[str, Accepted] = {}
+        for job in jobs:
+            guid, fresh = resolve(job)
+            guids.append(guid)
+            if fresh is not None:
+                accepted.setdefault(guid, fresh)
+        return guids, accepted
 
-    async def get_job(self, job: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> Job:
-        """Fetch a job once (transient failures retried).
+    async def get_job(self, job: JobRef, *, timeout: float | None = DEFAULT_TIMEOUT) -> Job:
+        """Fetch a job once (transient failures retried), at once even for a 202 response.
 
         Raises:
             InvalidJobReference: before any request, for a bad guid or foreign URL.
             ApiError, TransportError, MalformedResponse: the fetch failed.
             JobTimeout: no answer within `timeout`.
         """
-        guid = self._resolve(job)
+        guid = self._resolve(job)[0]
         timeout = _check_timeout(timeout)
         return await run_single(self._scheduler, guid, timeout=timeout, until_terminal=False)
 
     async def wait_for_job(
         self,
-        job: str,
+        job: JobRef,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         on_update: OnUpdate | None = None,
@@ -268,7 +283,10 @@ class Client:
         """Wait until the job ends and return it COMPLETE.
 
         Args:
-            job: a guid or a job URL (e.g. the `Location` of a 202).
+            job: a guid, a job URL (e.g. the `Location` of a 202), or the 202
+                response itself (anything with `headers` holding `Location`): then
+                the job is known to be fresh, and its first GET goes once the first
+                interval has passed since its `Date`, instead of at once.
             timeout: seconds to wait; None waits for ever.
             on_update: called (sync or async) with the job at each observed change.
 
@@ -277,12 +295,16 @@ class Client:
             JobTimeout: the deadline passed; carries the last job seen.
             InvalidJobReference, ApiError, TransportError, MalformedResponse.
         """
-        guid = self._resolve(job)
+        guid, accepted = self._resolve(job)
         timeout = _check_timeout(timeout)
         if on_update is None:
-            return await run_single(self._scheduler, guid, timeout=timeout, until_terminal=True)
+            return await run_single(
+                self._scheduler, guid, timeout=timeout, until_terminal=True, accepted=accepted
+            )
         last: Job | None = None
-        watch = run_watch(self._scheduler, guid, timeout=timeout, call="wait_for_job")
+        watch = run_watch(
+            self._scheduler, guid, timeout=timeout, call="wait_for_job", accepted=accepted
+        )
         async with aclosing(watch) as jobs:
             async for last in jobs:
                 result = on_update(last)
@@ -295,7 +317,7 @@ class Client:
         return last
 
     def watch_job(
-        self, job: str, *, timeout: float | None = DEFAULT_TIMEOUT
+        self, job: JobRef, *, timeout: float | None = DEFAULT_TIMEOUT
     ) -> AsyncGenerator[Job, None]:
         """Yield the job each time its state (or `updated_at`) changes.
 
@@ -303,22 +325,22 @@ class Client:
         references are refused here, before any request; the wait (and its
         `timeout`) starts with the first iteration.
         """
-        guid = self._resolve(job)
+        guid, accepted = self._resolve(job)
         timeout = _check_timeout(timeout)
-        return run_watch(self._scheduler, guid, timeout=timeout)
+        return run_watch(self._scheduler, guid, timeout=timeout, accepted=accepted)
 
     async def get_jobs(
-        self, jobs: Iterable[str], *, timeout: float | None = DEFAULT_TIMEOUT
+        self, jobs: Iterable[JobRef], *, timeout: float | None = DEFAULT_TIMEOUT
     ) -> dict[str, Outcome]:
-        """Check many jobs once, concurrently; keyed by guid in input order."""
-        guids = self._resolve_all(jobs)
+        """Check many jobs once, concurrently (202 responses too: at once); keyed by guid."""
+        guids = self._resolve_all(jobs)[0]
         timeout = _check_timeout(timeout)
         batch = Batch(self._scheduler, guids, until_terminal=False, timeout=timeout)
         return await batch.results()
 
     async def wait_for_jobs(
         self,
-        jobs: Iterable[str],
+        jobs: Iterable[JobRef],
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         on_update: Callable[[Job], object] | None = None,
@@ -326,7 +348,8 @@ class Client:
         """Wait until every job ends; one job's error never stops the others.
 
         Args:
-            jobs: guids or job URLs; duplicates collapse to one key and one poll loop.
+            jobs: guids, job URLs or 202 responses (as for `wait_for_job`);
+                duplicates collapse to one key and one poll loop.
             timeout: seconds for the whole call; None waits for ever.
             on_update: a plain (sync) function called inside the scheduler with a
                 job at each observed change, e.g. for a progress display; keep it
@@ -336,24 +359,29 @@ class Client:
             An `Outcome` per unique guid, in input order. FAILED jobs carry
             `JobFailed`, late ones `JobTimeout`, others the error they met.
         """
-        guids = self._resolve_all(jobs)
+        guids, accepted = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
         batch = Batch(
-            self._scheduler, guids, until_terminal=True, timeout=timeout, on_update=on_update
+            self._scheduler,
+            guids,
+            until_terminal=True,
+            timeout=timeout,
+            on_update=on_update,
+            accepted=accepted,
         )
         return await batch.results()
 
     def as_completed(
         self,
-        jobs: Iterable[str],
+        jobs: Iterable[JobRef],
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         on_update: Callable[[Job], object] | None = None,
     ) -> AsyncGenerator[Outcome, None]:
         """Yield each job's `Outcome` as it ends (close the iterator to stop early)."""
-        guids = self._resolve_all(jobs)
+        guids, accepted = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
-        return _stream(self._scheduler, guids, timeout, on_update)
+        return _stream(self._scheduler, guids, timeout, on_update, accepted)
 
 
 async def _stream(
@@ -361,9 +389,16 @@ async def _stream(
     guids: list[str],
     timeout: float | None,
     on_update: Callable[[Job], object] | None,
+    accepted: dict[str, Accepted],
 ) -> AsyncGenerator[Outcome, None]:
     batch = Batch(
-        scheduler, guids, until_terminal=True, timeout=timeout, on_update=on_update, streaming=True
+        scheduler,
+        guids,
+        until_terminal=True,
+        timeout=timeout,
+        on_update=on_update,
+        streaming=True,
+        accepted=accepted,
     )
     async with aclosing(batch.as_completed()) as outcomes:
         async for outcome in outcomes:
@@ -378,14 +413,14 @@ async def _with_client(client: Client | None, call: Callable[[Client], Awaitable
 
 
 async def get_job(
-    job: str, *, timeout: float | None = DEFAULT_TIMEOUT, client: Client | None = None
+    job: JobRef, *, timeout: float | None = DEFAULT_TIMEOUT, client: Client | None = None
 ) -> Job:
     """`Client.get_job`, with the cf CLI login when no client is given."""
     return await _with_client(client, lambda c: c.get_job(job, timeout=timeout))
 
 
 async def wait_for_job(
-    job: str,
+    job: JobRef,
     *,
     timeout: float | None = DEFAULT_TIMEOUT,
     on_update: OnUpdate | None = None,
@@ -398,14 +433,17 @@ async def wait_for_job(
 
 
 async def get_jobs(
-    jobs: Iterable[str], *, timeout: float | None = DEFAULT_TIMEOUT, client: Client | None = None
+    jobs: Iterable[JobRef],
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    client: Client | None = None,
 ) -> dict[str, Outcome]:
     """`Client.get_jobs`, with the cf CLI login when no client is given."""
     return await _with_client(client, lambda c: c.get_jobs(jobs, timeout=timeout))
 
 
 async def wait_for_jobs(
-    jobs: Iterable[str],
+    jobs: Iterable[JobRef],
     *,
     timeout: float | None = DEFAULT_TIMEOUT,
     on_update: Callable[[Job], object] | None = None,

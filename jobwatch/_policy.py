@@ -26,7 +26,9 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
 class PollPolicy:
     """When to poll a job that has not ended yet.
 
-    The first GET goes out at once. While a job is PROCESSING (or in a state
+    The first GET goes out at once, but for a job handed over as its 202
+    response: then once the first PROCESSING interval has passed since the
+    response's `Date`. While a job is PROCESSING (or in a state
     jobwatch does not know) the interval starts at `initial` and grows by
     `multiplier` up to `maximum`. A POLLING job is slow broker work (minutes to
     days), so its intervals start at `polling_initial` and grow by
@@ -40,6 +42,13 @@ class PollPolicy:
     3 s) they find a job 11 % sooner than the cf CLI's fixed 3 s (median) for
     5 % more GETs; on broker jobs they send 12 % of its GETs. See
     `benchmarks/README.md`.
+
+    With `learn=True` (opt-in) the client learns, per job `operation`, how
+    long jobs really run (`updated_at - created_at`, server stamps) and polls
+    when an end has become likely enough to be worth a GET, between 0.5 s and
+    the state's maximum, jittered the same way; an operation follows the
+    static schedule above until about ten of its jobs have ended. See
+    `docs/guide/policies.md`.
     """
 
     initial: float = attrs.field(default=2.5, validator=_positive)
@@ -49,6 +58,7 @@ class PollPolicy:
     polling_maximum: float = attrs.field(default=60.0, validator=_positive)
     polling_multiplier: float = attrs.field(default=1.5, validator=_positive)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
+    learn: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
         if self.multiplier < 1 or self.polling_multiplier < 1:

@@ -15,6 +15,7 @@ from typing import Protocol
 from . import _testing_mode
 from ._errors import ApiError, JobwatchError, TransportError
 from ._gate import RetryRules
+from ._learn import LearnedSchedule
 from ._models import Job
 from ._policy import PollPolicy
 
@@ -47,7 +48,18 @@ def is_transient(exc: BaseException) -> bool:
 class JobPoll:
     """One guid's poll loop: the last job seen, its schedule, and who waits on it."""
 
-    __slots__ = ("_step", "closed", "failures", "guid", "last", "polls", "seq", "task", "waiters")
+    __slots__ = (
+        "_step",
+        "age",
+        "closed",
+        "failures",
+        "guid",
+        "last",
+        "polls",
+        "seq",
+        "task",
+        "waiters",
+    )
 
     def __init__(self, guid: str) -> None:
         self.guid = guid
@@ -57,6 +69,8 @@ class JobPoll:
         self.task: object | None = None
         self.closed = False
         self._step = 0  # how far into the current state's schedule
+        #: The job's age (server clock) up to which a learned schedule has counted it running.
+        self.age = 0.0
         #: Consecutive failed attempts of the current poll.
         self.failures = 0
         #: Polls sent, counted only while instrumentation hooks are set (`_hooks.Emitter`).
@@ -85,9 +99,20 @@ class JobPoll:
             waiter.finish(self.last, error)
 
     def succeeded(
-        self, job: Job, now: float, policy: PollPolicy, rng: random.Random
+        self,
+        job: Job,
+        now: float,
+        policy: PollPolicy,
+        rng: random.Random,
+        learned: LearnedSchedule | None = None,
+        server_now: float = 0.0,
     ) -> float | None:
-        """Take an answer; return when to poll next, or None when the loop is over."""
+        """Take an answer; return when to poll next, or None when the loop is over.
+
+        With a `learned` schedule (`PollPolicy(learn=True)`), the job's age is
+        `server_now` (the server's clock, as the client learned it from `Date`)
+        minus its `created_at`.
+        """
         previous, self.last = self.last, job
         self.failures = 0
         state_changed = previous is None or previous.state != job.state
@@ -101,6 +126,10 @@ class JobPoll:
                     job.state,
                 )
         if job.is_terminal:
+            if learned is not None and job.operation and job.created_at and job.updated_at:
+                learned.observe_end(
+                    job.operation, job.created_at.timestamp(), job.updated_at.timestamp(), self.age
+                )
             self.finish_all(None)
             return None
         self._finish_checks(None)  # status checks are satisfied by this answer
@@ -109,7 +138,12 @@ class JobPoll:
         if state_changed:
             self._step = 0
         self._step += 1
-        return now + policy.interval(job.state, self._step - 1, rng)
+        if learned is None or not job.operation or job.created_at is None:
+            return now + policy.interval(job.state, self._step - 1, rng)
+        age = server_now - job.created_at.timestamp()
+        learned.observe_running(job.operation, age, self.age)
+        self.age = max(self.age, age)
+        return now + learned.next_interval(job.operation, job.state, age, self._step - 1, rng)
 
     def failed(
         self, error: BaseException, now: float, rules: RetryRules, *, bounded: bool = False

@@ -106,6 +106,7 @@ class RateBudget:
         "_limit",
         "_reset_at",
         "_reset_epoch",
+        "_spent",
         "clock_offset",
         "paused_seconds",
         "paused_until",
@@ -124,6 +125,7 @@ class RateBudget:
         self._reset_epoch = -math.inf
         self._last_send = -math.inf
         self._assumed = False  # the window ended; its successor is not reported yet
+        self._spent = 0  # requests sent in the current window, by this client's own count
         self._date_text = ""
         self._date_epoch = 0.0
 
@@ -141,6 +143,28 @@ class RateBudget:
     def remaining(self) -> int | None:
         """This client's estimate of the requests left in the window."""
         return None if self._limit is None else max(self._left, 0)
+
+    def share_used(self, now: float) -> float | None:
+        """The fraction of the window's limit this client has spent in the current window.
+
+        By its own count of the requests it sent since the window began; None
+        while the API reports no rate limit.
+        """
+        if self._limit is None:
+            return None
+        if now >= self._reset_at and not self._assumed:
+            return 0.0  # the window is over; nothing is sent in the next one yet
+        return self._spent / self._limit
+
+    def age(self, date: float) -> float:
+        """Seconds since a response dated `date` (its `Date`: an epoch, whole seconds) was sent.
+
+        Read against the server's clock learnt from earlier answers (this
+        machine's while none is known). The true instant is up to a second
+        after a truncated `date`: the latest is taken, so an age is never
+        overestimated; a `date` ahead of the clock known (which may be off) is 0.
+        """
+        return max(time.time() + (self.clock_offset or 0.0) - date - TRUNCATION, 0.0)
 
     def _usable(self) -> float:
         """Requests this client may still send in the window, its share applied."""
@@ -204,8 +228,10 @@ class RateBudget:
         """Count one request going out."""
         if self._limit is not None and now >= self._reset_at and not self._assumed:
             self._left, self._assumed = self._limit, True
+            self._spent = 0
         self._last_send = now
         self._left -= 1
+        self._spent += 1
 
     def observe(self, headers: Mapping[str, str], *, now: float, others: int) -> None:
         """Read the rate-limit headers of a response; `others` = requests still in flight.
@@ -230,6 +256,10 @@ class RateBudget:
         left = remaining_n - others
         if self._limit is None or reset_epoch > self._reset_epoch:
             # First headers, or a new window.
+            if self._limit is not None and not self._assumed:
+                # A window we did not see begin: of ours, only this one and those
+                # still in flight are known to be in it.
+                self._spent = 1 + others
             self._left, self._reset_at, self._reset_epoch = left, reset_at, reset_epoch
         elif reset_epoch == self._reset_epoch:
             # The same window: every reading is safe, the smallest is the closest.

@@ -1,21 +1,93 @@
-"""Job references: a guid or a job URL, checked before any request is made."""
+"""Job references: a guid, a job URL or a 202 response, checked before any request is made."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import reprlib
+from collections.abc import Mapping
+from typing import Protocol, TypeAlias
 from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import ConfigError, InvalidJobReference, _short
+from ._ratelimit import parse_http_date
 
 _GUID = re.compile(r"[A-Za-z0-9._-]+")
 #: The Cloud Controller's guids are 36; longer than this is no job's, and is not
 #: sent (with the token) to the API.
 MAX_GUID_CHARS = 255
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class AcceptedResponse(Protocol):
+    """The `202 Accepted` response that created a job: anything with `headers` holding `Location`.
+
+    An aiohttp `ClientResponse`, an httpx or requests `Response`, or any object
+    with a `headers` mapping, duck-typed (jobwatch imports none of them). Its
+    `Date`, when there is one, dates the job on the server's clock.
+    """
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response's headers; looked up case-insensitively."""
+        ...
+
+
+#: What every call taking a `job` accepts: a guid, a job URL, or the 202 response
+#: that created the job (then known to be fresh: its first GET waits a first interval).
+JobRef: TypeAlias = "str | AcceptedResponse"
+
+
+@attrs.frozen
+class Accepted:
+    """A job handed over as its 202 response: fresh, created about `date` on the server clock.
+
+    `date` is the response's `Date` as an epoch (whole seconds of the server's
+    clock), or None when it had none: then the response counts as just received.
+    """
+
+    date: float | None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """`headers[name]`, looked up case-insensitively even in a plain dict."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        for key, item in headers.items():
+            if isinstance(key, str) and key.lower() == wanted:
+                return item if isinstance(item, str) else None
+    return value if isinstance(value, str) else None
+
+
+def accepted_location(response: object) -> tuple[str, Accepted]:
+    """The `Location` of a 202 response, and what its `Date` says of the job's age.
+
+    Raises:
+        InvalidJobReference: not an object with a `headers` mapping, or one
+            without a `Location` string.
+    """
+    name = type(response).__name__
+    headers = getattr(response, "headers", None)
+    if not isinstance(headers, Mapping):
+        # Not the repr of an object with headers of some other kind: they may hold cookies.
+        shown = reprlib.repr(response) if headers is None else f"<{name}>"
+        raise InvalidJobReference(
+            shown,
+            "a job is a guid, a job URL, or the 202 response that created it "
+            "(an object with a headers mapping holding Location)",
+        )
+    location = _header(headers, "Location")
+    if not location:
+        status = getattr(response, "status", getattr(response, "status_code", None))
+        answered = f" (status {status})" if isinstance(status, int) else ""
+        raise InvalidJobReference(
+            f"<{name} response>",
+            f"the response{answered} has no Location header: no job to wait on",
+        )
+    return location, Accepted(parse_http_date(_header(headers, "Date")))
 
 
 def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
@@ -92,11 +164,29 @@ class ApiBase:
                 must never go to another host), or a URL that is not a job's.
         """
         if not isinstance(job, str):
-            raise InvalidJobReference(reprlib.repr(job), "a job is a guid or a job URL string")
+            raise InvalidJobReference(
+                reprlib.repr(job),
+                "a job is a guid, a job URL, or the 202 response that created it",
+            )
         if "://" in job:
             return self._resolve_url(job)
         check_guid(job)
         return job, self.jobs_prefix + job
+
+    def resolve_ref(self, job: JobRef) -> tuple[str, Accepted | None]:
+        """The guid of a guid, a job URL or a 202 response; with an `Accepted` for a response.
+
+        A response's `Location` is checked exactly as a URL string is.
+
+        Raises:
+            InvalidJobReference: as `resolve`, or a response without `Location`.
+        """
+        if isinstance(job, str):
+            return self.resolve(job)[0], None
+        location, accepted = accepted_location(job)
+        if location.startswith("/") and not location.startswith("//"):
+            location = self.url + location  # a relative Location names the same origin
+        return self._resolve_url(location)[0], accepted
 
     def _resolve_url(self, url: str) -> tuple[str, str]:
         parts = urlsplit(url)

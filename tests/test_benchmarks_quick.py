@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import jobwatch
-from benchmarks import economy, outage, soak
+from benchmarks import economy, outage, ratelimited, soak
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,11 +41,15 @@ def test_quick_benchmarks_run_and_report_every_section(tmp_path: Path) -> None:
         "3. API economy",
         "4. Against a real peer",
         "5. Through a deploy",
+        "6. The learned schedule (opt-in)",
+        "7. On a rate limit that binds",
     ):
         assert f"## {title}" in text
     assert "Quick mode" in text
     data = json.loads(raw.read_text())
-    assert set(data["sections"]) == {"overhead", "scale", "economy", "peer", "outage"}
+    assert set(data["sections"]) == {
+        *("overhead", "scale", "economy", "peer", "outage", "learned", "ratelimited"),
+    }
     for section in data["sections"].values():
         assert section["figures"], section
         assert all(figure["value"] for figure in section["figures"])
@@ -57,6 +61,12 @@ def test_quick_benchmarks_run_and_report_every_section(tmp_path: Path) -> None:
     assert all(r["waiting_after_cancel"] == 0 and r["cancelled"] for r in scale["holding"])
     peers = data["sections"]["economy"]["data"]["peers"]
     assert set(peers) == {s.name for s in economy.PEERS}
+    handover = data["sections"]["economy"]["data"]["handover"]
+    assert all(h["fresh"][0] < h["guid"][0] for h in handover)  # a 202 saves GETs
+    for run in data["sections"]["ratelimited"]["data"]["runs"]:
+        if run["name"].startswith("jobwatch"):
+            assert run["rate_limited"] == run["lost"] == 0, run
+        assert sum(a + b for _, a, b in run["windows"]) == run["gets"], run
     for deploy in data["sections"]["outage"]["data"]["rounds"]:
         assert deploy["lost"] == deploy["base_lost"] == 0
         assert deploy["server_gets"] > 0
@@ -101,3 +111,22 @@ def test_busiest_second_counts_a_sliding_window() -> None:
     times = [0.0, 0.9, 1.5, 1.6, 1.7, 1.8, 5.0]
     assert outage._busiest(times, 0.0, 10.0) == 5  # 0.9 .. 1.8
     assert outage._busiest(times, 2.0, 10.0) == 1
+
+
+def test_simulation_of_a_202_skips_the_get_at_once_and_restarts_the_schedule() -> None:
+    """A 202's job: first GET one interval after creation, then the schedule from its start."""
+    policy = jobwatch.PollPolicy(initial=2, multiplier=2, maximum=8, jitter=0)
+    job = economy.Job(ends=5.0)
+    # GETs at 2 (PROCESSING), then 2 + 2 = 4 (PROCESSING), 4 + 4 = 8 (COMPLETE).
+    fresh = economy.simulate([job], economy.jobwatch_schedule(policy, fresh=True))
+    assert (fresh.requests, fresh.delays) == ([3], [3.0])
+    # A guid: 0, 2, 6 (COMPLETE).
+    guid = economy.simulate([job], economy.jobwatch_schedule(policy))
+    assert (guid.requests, guid.delays) == ([3], [1.0])
+
+
+def test_rate_limited_demand_counts_every_get_per_window() -> None:
+    """The cf CLI's GETs at 0, 3, 6, 9 s for a job ending at 7 s: 2 per 5 s window."""
+    assert ratelimited.cf_demand([economy.Job(7.0)], 5.0) == [2, 2]
+    policy = jobwatch.PollPolicy(initial=1, maximum=1, jitter=0)
+    assert ratelimited.demand([economy.Job(2.5)], policy, 2.0) == [2, 2]  # 0, 1 | 2, 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 import jobwatch
 from jobwatch import Client, Job, JobState, Outcome, PollPolicy, RetryPolicy
 
@@ -43,6 +45,41 @@ async def service(guids: list[str]) -> None:
         print(exc.status, exc.errors, exc.request_id, exc.url)
     cf2 = Client.from_cf_config()
     await cf2.aclose()
+    learning: bool = PollPolicy(learn=True).learn
+    async with Client("https://api.example.org", poll=PollPolicy(learn=True, maximum=15)) as cf3:
+        print(learning, await cf3.wait_for_job(guids[0]))
+
+
+class Accepted202:
+    """A user's own response type: anything with a `headers` mapping holding `Location`."""
+
+    def __init__(self, location: str) -> None:
+        self.headers: dict[str, str] = {
+            "Location": location,
+            "Date": "Wed, 02 Dec 2026 06:00:00 GMT",
+        }
+
+
+async def fresh_jobs(session: aiohttp.ClientSession, app_url: str) -> None:
+    async with Client("https://api.example.org", token="bearer abc") as cf:
+        async with session.delete(app_url) as resp:
+            job: Job = await cf.wait_for_job(resp, timeout=600)
+        accepted: jobwatch.AcceptedResponse = Accepted202(app_url)
+        refs: list[jobwatch.JobRef] = [accepted, "some-guid", f"{cf.api_url}/v3/jobs/other"]
+        outcomes: dict[str, Outcome] = await cf.wait_for_jobs(refs)
+        statuses: dict[str, Outcome] = await cf.get_jobs(refs)
+        async for done in cf.as_completed(refs):
+            print(done.guid)
+        async for seen in cf.watch_job(accepted):
+            print(seen.state)
+        fetched: Job = await cf.get_job(accepted)
+        print(job, outcomes, statuses, fetched)
+        share: float | None = cf.stats.rate_limit_share_used
+        print(share)
+    await jobwatch.wait_for_job(accepted)
+    await jobwatch.get_job(accepted)
+    await jobwatch.wait_for_jobs(refs)
+    await jobwatch.get_jobs(refs)
 
 
 async def users_test() -> None:
