@@ -8,7 +8,11 @@ for the tests that measure spacing, backoff, pacing or cancellation mid-wait.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
 
 import jobwatch
 
@@ -23,3 +27,16 @@ def fast_client(url: str, **kwargs: Any) -> jobwatch.Client:
     kwargs.setdefault("poll", FAST_POLL)
     kwargs.setdefault("retry", FAST_RETRY)
     return jobwatch.Client(url, **kwargs)
+
+
+async def get(
+    http: aiohttp.ClientSession, url: str, **kwargs: Any
+) -> tuple[int, Any, CIMultiDictProxy[str]]:
+    """GET `url`; return status, the body (JSON-decoded when possible) and headers."""
+    async with http.get(url, **kwargs) as response:
+        text = await response.text()
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+        return response.status, body, response.headers

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import jsonschema
@@ -20,6 +19,8 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from jobwatch.testing import FakeCloudController, FakeResponse, Fault, Outage, RateLimit
+
+from .helpers import get
 
 TOKEN = "abc"
 AUTH = {"Authorization": f"bearer {TOKEN}"}
@@ -43,19 +44,6 @@ async def cc() -> AsyncIterator[FakeCloudController]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(headers=AUTH) as session:
         yield session
-
-
-async def get(
-    http: aiohttp.ClientSession, url: str, **kwargs: Any
-) -> tuple[int, Any, CIMultiDictProxy[str]]:
-    """GET `url`; return status, the body (JSON-decoded when possible) and headers."""
-    async with http.get(url, **kwargs) as response:
-        text = await response.text()
-        try:
-            body = json.loads(text)
-        except ValueError:
-            body = text
-        return response.status, body, response.headers
 
 
 async def raw(http: aiohttp.ClientSession, url: str) -> tuple[aiohttp.ClientResponse, bytes]:

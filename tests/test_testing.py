@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
-from multidict import CIMultiDictProxy
 
 from jobwatch.testing import (
     FakeCloudController,
@@ -29,6 +28,8 @@ from jobwatch.testing import (
     RecordedRequest,
     serve_forever,
 )
+
+from .helpers import get
 
 TOKEN = "abc"
 AUTH = {"Authorization": f"bearer {TOKEN}"}
@@ -49,19 +50,6 @@ async def cc() -> AsyncIterator[FakeCloudController]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(headers=AUTH) as session:
         yield session
-
-
-async def get(
-    http: aiohttp.ClientSession, url: str, **kwargs: Any
-) -> tuple[int, Any, CIMultiDictProxy[str]]:
-    """GET `url`; return status, the body (JSON-decoded when possible) and headers."""
-    async with http.get(url, **kwargs) as response:
-        text = await response.text()
-        try:
-            body = json.loads(text)
-        except ValueError:
-            body = text
-        return response.status, body, response.headers
 
 
 async def states_seen(http: aiohttp.ClientSession, url: str, n: int) -> list[str]:
