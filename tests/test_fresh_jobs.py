@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 import jobwatch
 from jobwatch import InvalidJobReference, PollPolicy
@@ -307,33 +306,19 @@ async def test_a_deadline_before_the_first_interval_times_out_without_a_get(
 
 async def test_a_real_aiohttp_202_is_taken_as_it_comes(cc: FakeCloudController) -> None:
     """`async with session.delete(url) as resp: await cf.wait_for_job(resp)`, over loopback."""
-    guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
-
-    async def delete_app(request: web.Request) -> web.Response:
-        return web.Response(status=202, headers={"Location": cc.job_url(guid)})
-
-    app = web.Application()
-    app.router.add_delete("/v3/apps/{guid}", delete_app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}/v3/apps/my-app"
-        async with (
-            aiohttp.ClientSession() as session,
-            cc.client(poll=POLICY) as cf,
-            session.delete(url) as resp,
-        ):
-            assert resp.status == 202
-            started = time.monotonic()
-            job = await cf.wait_for_job(resp, timeout=5)
-    finally:
-        await runner.cleanup()
+    guid = cc.accept("DELETE", "/v3/apps/my-app", timeline=[(0, "PROCESSING"), (0.1, "COMPLETE")])
+    async with (
+        aiohttp.ClientSession() as session,
+        cc.client(poll=POLICY) as cf,
+        session.delete(f"{cc.url}/v3/apps/my-app") as resp,
+    ):
+        assert resp.status == 202
+        started = time.monotonic()
+        job = await cf.wait_for_job(resp, timeout=5)
     assert job.guid == guid
     assert job.state == "COMPLETE"
     assert first_get(cc, guid) - started >= POLICY.initial - EARLY
+    assert cc.polls(guid) == 1  # done before its first interval: found by the first GET
 
 
 # -- the rate-limit share ----------------------------------------------------------------------

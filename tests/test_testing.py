@@ -857,3 +857,102 @@ async def test_served_job_bodies_conform_to_the_schema(
         published.validate({"guid": "x", "state": "CANCELING"})
     with pytest.raises(jsonschema.ValidationError):
         as_served.validate({"guid": "x", "state": "COMPLETE", "created_at": "yesterday"})
+
+
+# -- accept: the 202 that creates a job ------------------------------------------------------
+
+
+async def test_accept_answers_202_with_the_jobs_location_and_no_body() -> None:
+    """DELETE of a resource: 202, `Location` of a job that exists from then on, no body."""
+    async with FakeCloudController(token=TOKEN) as cc, aiohttp.ClientSession(headers=AUTH) as http:
+        guid = cc.accept("DELETE", "/v3/apps/a1")
+        status, _, _ = await get(http, cc.job_url(guid))
+        assert status == 404  # not created before its request
+        before = int(cc.server_time())
+        async with http.delete(f"{cc.url}/v3/apps/a1") as resp:
+            assert resp.status == 202
+            assert await resp.read() == b""
+            assert resp.headers["Location"] == cc.job_url(guid)
+            assert "Date" in resp.headers
+        status, body, _ = await get(http, cc.job_url(guid))
+        assert status == 200
+        assert body["operation"] == "app.delete"
+        assert body["state"] == "PROCESSING"
+        assert body["links"]["app"]["href"].startswith(f"{cc.url}/v3/apps/")
+        created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
+        assert before <= created.timestamp() <= cc.server_time()
+        async with http.delete(f"{cc.url}/v3/apps/a1") as again:
+            assert again.status == 404  # served once: the app is gone
+
+
+async def test_accept_names_the_operation_after_the_route() -> None:
+    """POST creates, PATCH updates, DELETE deletes; an explicit operation wins."""
+    async with FakeCloudController() as cc, aiohttp.ClientSession() as http:
+        routes = [
+            ("POST", "/v3/service_instances", None, "service_instance.create"),
+            ("PATCH", "/v3/service_instances/s1", None, "service_instance.update"),
+            ("DELETE", "/v3/spaces/s2", "space.apply_manifest", "space.apply_manifest"),
+        ]
+        for method, path, operation, expected in routes:
+            guid = cc.accept(method, path, operation=operation)
+            async with http.request(method, cc.url + path) as resp:
+                assert resp.status == 202
+            _, body, _ = await get(http, cc.job_url(guid))
+            assert body["operation"] == expected
+
+
+async def test_accepted_routes_answer_in_order() -> None:
+    """Two scripts on one route: the first request gets the first job, the second the next."""
+    async with FakeCloudController() as cc, aiohttp.ClientSession() as http:
+        first = cc.accept("POST", "/v3/service_instances", states=("FAILED",))
+        second = cc.accept("POST", "/v3/service_instances")
+        locations = []
+        for _ in range(2):
+            async with http.post(f"{cc.url}/v3/service_instances") as resp:
+                locations.append(resp.headers["Location"])
+        assert locations == [cc.job_url(first), cc.job_url(second)]
+
+
+async def test_an_accepted_jobs_timeline_counts_from_its_202() -> None:
+    """A timeline runs from the 202, polled or not: the first GET after it sees the end."""
+    async with FakeCloudController() as cc, aiohttp.ClientSession() as http:
+        guid = cc.accept("DELETE", "/v3/apps/a1", timeline=[(0, "PROCESSING"), (0.05, "COMPLETE")])
+        async with http.delete(f"{cc.url}/v3/apps/a1"):
+            pass
+        await asyncio.sleep(0.1)
+        assert cc.finished_at(guid) is not None
+        _, body, _ = await get(http, cc.job_url(guid))
+        assert body["state"] == "COMPLETE"
+        assert cc.polls(guid) == 1
+
+
+async def test_accepted_requests_are_authenticated_and_rate_limited() -> None:
+    """The controller's checks come before any endpoint: 401 without the token, 429 over."""
+    async with (
+        FakeCloudController(token=TOKEN, rate_limit=RateLimit(1, 60.0)) as cc,
+        aiohttp.ClientSession() as http,
+    ):
+        guid = cc.accept("DELETE", "/v3/apps/a1")
+        async with http.delete(f"{cc.url}/v3/apps/a1") as resp:
+            assert resp.status == 401
+        async with http.delete(f"{cc.url}/v3/apps/a1", headers=AUTH) as resp:
+            assert resp.status == 202
+            assert resp.headers["X-RateLimit-Limit"] == "1"
+        status, _, _ = await get(http, cc.job_url(guid), headers=AUTH)
+        assert status == 429
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v3/apps/a1"),
+        ("DELETE", "/v2/apps/a1"),
+        ("DELETE", "/v3/jobs/j1"),
+        ("PUT", "apps"),
+    ],
+)
+async def test_accept_refuses_what_no_controller_answers_202(method: str, path: str) -> None:
+    """A GET, a path outside /v3 or the fake's own jobs route: ValueError at once."""
+    async with FakeCloudController() as cc:
+        with pytest.raises(ValueError, match=r"202|/v3"):
+            cc.accept(method, path)

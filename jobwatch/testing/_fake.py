@@ -72,6 +72,8 @@ _HTML = "text/html"
 _DEFAULT_ROUTE = "api.example.org"
 _JOBS_PREFIX = "/v3/jobs/"
 _JOBS_PREFIX_LEN = len(_JOBS_PREFIX)
+# The methods `accept` answers with 202, and the operation each names by default.
+_ACCEPTING_METHODS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 _HUGE_CHUNK = b"x" * 65536
 
 
@@ -472,6 +474,7 @@ class _Job:
     polls: int = 0
     served: int = 0
     first_poll: float | None = None
+    started: float | None = None  # a timeline's origin: the 202 that created it, or the first GET
     finished: float | None = None
     body_state: str | None = None
     body: bytes = b""
@@ -608,6 +611,7 @@ class FakeCloudController:
         self._jobs: dict[str, _Job] = {}
         self._unknown_polls: collections.Counter[str] = collections.Counter()
         self._injected: dict[str, collections.deque[FakeResponse | Fault]] = {}
+        self._accepting: dict[tuple[str, str], collections.deque[tuple[str, _Script]]] = {}
         self._in_flight = 0
         self._peak_in_flight = 0
         self._sleepers: set[asyncio.Future[bool]] = set()
@@ -874,16 +878,17 @@ class FakeCloudController:
     def finished_at(self, guid: str) -> float | None:
         """`time.monotonic()` when the job turned terminal on the server, or None if not yet.
 
-        Timeline jobs finish at first GET + the terminal offset, polled or not;
-        poll-count jobs finish at the GET that first served the terminal state.
+        Timeline jobs finish at their start (the 202 of `accept`, else the first
+        GET) + the terminal offset, polled or not; poll-count jobs finish at the
+        GET that first served the terminal state.
         """
         job = self._jobs[guid]
         script = job.script
         if not script.offsets:
             return job.finished
-        if job.first_poll is None or script.terminal_offset is None:
+        if job.started is None or script.terminal_offset is None:
             return None
-        finished = job.first_poll + script.terminal_offset
+        finished = job.started + script.terminal_offset
         return finished if finished <= time.monotonic() else None
 
     # -- scripting -----------------------------------------------------------------------
@@ -933,6 +938,51 @@ class FakeCloudController:
         script = self._script(states, operation, errors, warnings, timeline, resource, faults)
         created = self._created_sec(created_at)
         return [self._add(None, script, created) for _ in range(n)]
+
+    def accept(
+        self,
+        method: str,
+        path: str,
+        *,
+        states: Sequence[str] = ("PROCESSING", "COMPLETE"),
+        operation: str | None = None,
+        errors: Sequence[Mapping[str, object]] | Literal[_Unset.UNSET] | None = _UNSET,
+        warnings: Sequence[str] = (),
+        timeline: Sequence[tuple[float, str]] | None = None,
+        faults: Mapping[Fault, float] | None = None,
+    ) -> str:
+        """Answer the next `method path` with `202 Accepted` and a new job; return its guid.
+
+        As the controller does for `DELETE /v3/apps/{guid}` or `POST
+        /v3/service_instances`: the answer has no body, the job's URL in
+        `Location` and the server's `Date`. The job exists from that answer on
+        (a GET before it is a 404), created in its second, and a `timeline`
+        counts from it rather than from the first GET. Each call scripts one
+        answer; calls for the same route are served in order, then the route
+        is unknown again (404). Auth, the rate limiter and outages apply as to
+        job GETs. `operation` defaults to the route's: `app.delete`,
+        `service_instance.create`, `app.update` (PATCH).
+
+        Args:
+            method: `POST`, `PUT`, `PATCH` or `DELETE`.
+            path: the request's path, e.g. `/v3/apps/{guid}`.
+            states, errors, warnings, timeline, faults: as for `add_job`.
+        """
+        method = method.upper()
+        segments = path.split("/")
+        if method not in _ACCEPTING_METHODS:
+            raise ValueError(f"{method} is not answered 202: use {', '.join(_ACCEPTING_METHODS)}")
+        if len(segments) < 3 or segments[:2] != ["", "v3"] or not segments[2] or "?" in path:
+            raise ValueError(f"expected a /v3/... resource path, got {path!r}")
+        if segments[2] == "jobs":
+            raise ValueError("/v3/jobs/ is the fake's own: accept a resource's path")
+        resource = segments[2][:-1] if segments[2].endswith("s") else segments[2]
+        if operation is None:
+            operation = f"{resource}.{_ACCEPTING_METHODS[method]}"
+        script = self._script(states, operation, errors, warnings, timeline, resource, faults)
+        guid = str(uuid.uuid4())
+        self._accepting.setdefault((method, path), collections.deque()).append((guid, script))
+        return guid
 
     def inject(self, guid: str, *responses: FakeResponse | Fault) -> None:
         """Serve `responses`, in order, instead of the job on its next GETs.
@@ -1037,6 +1087,8 @@ class FakeCloudController:
                     return await self._serve_outage(request, kind, job_guid, now)
             if job_guid is not None:
                 return await self._job_request(request, job_guid, auth, now)
+            if self._accepting and (request.method, path) in self._accepting:
+                return self._accept_request(request.method, path, auth, now)
             if path == "/" and request.method == "GET":
                 return self._root()
             return web.Response(status=404, body=_UNKNOWN_REQUEST, headers=self._headers(_JSON))
@@ -1065,6 +1117,8 @@ class FakeCloudController:
             job.polls += 1
             if job.first_poll is None:
                 job.first_poll = now
+                if job.started is None:
+                    job.started = now
         return job
 
     async def _serve_outage(
@@ -1107,6 +1161,20 @@ class FakeCloudController:
                     return await self._serve_fault(request, fault, job)
 
         headers = self._headers(_JSON)
+        refused = self._admit(auth, headers)
+        if refused is not None:
+            return refused
+
+        if self.latency > 0:
+            if not await self._sleep(self.latency):
+                return _abort(request)
+            now = time.monotonic()
+        if job is None:
+            return web.Response(status=404, body=_JOB_NOT_FOUND, headers=headers)
+        return web.Response(body=self._job_body(job, now, advance=True), headers=headers)
+
+    def _admit(self, auth: str | None, headers: dict[str, str]) -> web.Response | None:
+        """The controller's checks before any endpoint: the 401 or 429 to answer, or None."""
         # The token is checked before the rate limiter counts: a bad one gets 401, never 429.
         if self._token is not None:
             if auth is None:
@@ -1122,14 +1190,24 @@ class FakeCloudController:
             return web.Response(status=429, body=_RATE_LIMITED, headers=headers)
         if self._token is not None and self._token_ttl is not None:
             self._token_uses += 1
+        return None
 
-        if self.latency > 0:
-            if not await self._sleep(self.latency):
-                return _abort(request)
-            now = time.monotonic()
-        if job is None:
-            return web.Response(status=404, body=_JOB_NOT_FOUND, headers=headers)
-        return web.Response(body=self._job_body(job, now, advance=True), headers=headers)
+    def _accept_request(
+        self, method: str, path: str, auth: str | None, now: float
+    ) -> web.Response:
+        headers = self._headers(_JSON)
+        refused = self._admit(auth, headers)
+        if refused is not None:
+            return refused
+        queue = self._accepting[(method, path)]
+        guid, script = queue.popleft()
+        if not queue:
+            del self._accepting[(method, path)]
+        self._add(guid, script, int(self.server_time()))
+        self._jobs[guid].started = now
+        del headers[hdrs.CONTENT_TYPE]
+        headers[hdrs.LOCATION] = self.job_url(guid)
+        return web.Response(status=202, headers=headers)
 
     def _count_request(self, auth: str | None, headers: dict[str, str]) -> bool:
         """Count a request in its token's window and set the headers; False when over."""
@@ -1169,7 +1247,7 @@ class FakeCloudController:
     def _job_body(self, job: _Job, now: float, *, advance: bool) -> bytes:
         script = job.script
         if script.offsets:
-            first = now if job.first_poll is None else job.first_poll
+            first = now if job.started is None else job.started
             index = max(bisect.bisect_right(script.offsets, now - first) - 1, 0)
             state = script.states[index]
             changed = first + script.offsets[index]
