@@ -10,7 +10,6 @@ from ._client import (
     DEFAULT_TIMEOUT,
     Client,
     ClientStats,
-    OnUpdate,
     get_job,
     get_jobs,
     wait_for_job,
@@ -48,9 +47,10 @@ from ._hooks import (
     WaitEnded,
     WaitStarted,
 )
-from ._models import ErrorDetail, Job, JobState, JobWarning, Link, Outcome
+from ._models import ErrorDetail, Job, JobState, JobWarning, Link
 from ._policy import PollPolicy, RetryPolicy
 from ._refs import AcceptedResponse, JobRef
+from ._waiters import OnUpdate, Outcome
 
 try:
     __version__ = _metadata.version("jobwatch")

@@ -10,18 +10,19 @@ import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from ._auth import Credentials, Token, UAATokenProvider, read_cf_config
-from ._bulk import Batch, Scheduler, run_single, run_watch
 from ._errors import JobFailed
 from ._hooks import Emitter, Hook
-from ._models import Job, JobState, Outcome
+from ._models import Job, JobState
 from ._policy import PollPolicy, RetryPolicy
 from ._refs import Accepted, ApiBase, JobRef
+from ._scheduler import Scheduler
 from ._transport import Transport
+from ._waiters import BatchWait, OnUpdate, Outcome, StreamWait, run_single, run_watch
 
 if TYPE_CHECKING:
     import aiohttp
@@ -34,12 +35,6 @@ DEFAULT_TIMEOUT = 600.0
 #: The share of the API's rate limit a client spends; the rest is left to the
 #: same user's cf CLI and other automation.
 DEFAULT_RATE_LIMIT_SHARE = 0.8
-
-
-class OnUpdate(Protocol):
-    """Called with the job at each observed change; may be sync or async."""
-
-    def __call__(self, job: Job, /) -> Awaitable[None] | None: ...
 
 
 @attrs.frozen
@@ -335,7 +330,7 @@ class Client:
         """Check many jobs once, concurrently (202 responses too: at once); keyed by guid."""
         guids = self._resolve_all(jobs)[0]
         timeout = _check_timeout(timeout)
-        batch = Batch(self._scheduler, guids, until_terminal=False, timeout=timeout)
+        batch = BatchWait(self._scheduler, guids, until_terminal=False, timeout=timeout)
         return await batch.results()
 
     async def wait_for_jobs(
@@ -343,7 +338,7 @@ class Client:
         jobs: Iterable[JobRef],
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
-        on_update: Callable[[Job], object] | None = None,
+        on_update: OnUpdate | None = None,
     ) -> dict[str, Outcome]:
         """Wait until every job ends; one job's error never stops the others.
 
@@ -351,9 +346,9 @@ class Client:
             jobs: guids, job URLs or 202 responses (as for `wait_for_job`);
                 duplicates collapse to one key and one poll loop.
             timeout: seconds for the whole call; None waits for ever.
-            on_update: a plain (sync) function called inside the scheduler with a
-                job at each observed change, e.g. for a progress display; keep it
-                quick. If it raises, the call ends with that error.
+            on_update: called (sync or async) with a job at each observed change,
+                e.g. for a progress display, in the caller's task; if it raises,
+                the call ends with that error.
 
         Returns:
             An `Outcome` per unique guid, in input order. FAILED jobs carry
@@ -361,7 +356,7 @@ class Client:
         """
         guids, accepted = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
-        batch = Batch(
+        batch = BatchWait(
             self._scheduler,
             guids,
             until_terminal=True,
@@ -376,9 +371,12 @@ class Client:
         jobs: Iterable[JobRef],
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
-        on_update: Callable[[Job], object] | None = None,
+        on_update: OnUpdate | None = None,
     ) -> AsyncGenerator[Outcome, None]:
-        """Yield each job's `Outcome` as it ends (close the iterator to stop early)."""
+        """Yield each job's `Outcome` as it ends (close the iterator to stop early).
+
+        `on_update` as for `wait_for_jobs`: a job's changes come before its outcome.
+        """
         guids, accepted = self._resolve_all(jobs)
         timeout = _check_timeout(timeout)
         return _stream(self._scheduler, guids, timeout, on_update, accepted)
@@ -388,16 +386,15 @@ async def _stream(
     scheduler: Scheduler,
     guids: list[str],
     timeout: float | None,
-    on_update: Callable[[Job], object] | None,
+    on_update: OnUpdate | None,
     accepted: dict[str, Accepted],
 ) -> AsyncGenerator[Outcome, None]:
-    batch = Batch(
+    batch = StreamWait(
         scheduler,
         guids,
         until_terminal=True,
         timeout=timeout,
         on_update=on_update,
-        streaming=True,
         accepted=accepted,
     )
     async with aclosing(batch.as_completed()) as outcomes:
@@ -446,7 +443,7 @@ async def wait_for_jobs(
     jobs: Iterable[JobRef],
     *,
     timeout: float | None = DEFAULT_TIMEOUT,
-    on_update: Callable[[Job], object] | None = None,
+    on_update: OnUpdate | None = None,
     client: Client | None = None,
 ) -> dict[str, Outcome]:
     """`Client.wait_for_jobs`, with the cf CLI login when no client is given."""

@@ -12,7 +12,7 @@ import attrs
 import cattrs
 
 if TYPE_CHECKING:
-    from ._errors import JobwatchError
+    pass
 
 
 class JobState(enum.StrEnum):
@@ -86,20 +86,6 @@ class Job:
     def is_known_state(self) -> bool:
         """False for a state this version of jobwatch does not know."""
         return isinstance(self.state, JobState)
-
-
-@attrs.frozen
-class Outcome:
-    """How one job of a bulk call ended: the last job seen, and the error if any."""
-
-    guid: str
-    job: Job | None
-    error: JobwatchError | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the job was fetched (or waited on) without an error."""
-        return self.error is None
 
 
 #: How much of a bad value a message shows: the body may be hostile.

@@ -1,6 +1,6 @@
 """The state machine of one job's poll loop: what to do after each answer.
 
-It knows nothing of HTTP or of the event loop: the scheduler (`_bulk.py`) feeds
+It knows nothing of HTTP or of the event loop: the scheduler (`_scheduler.py`) feeds
 it answers and the clock, and it says when to poll next, or that the loop is
 over. One `JobPoll` serves every waiter on the same guid (single flight).
 """
@@ -36,7 +36,7 @@ class Waiter(Protocol):
     def update(self, job: Job) -> None:
         """Called for each observed change of the job (state or `updated_at`)."""
 
-    def finish(self, job: Job | None, error: BaseException | None) -> None:
+    def finish(self, job: Job | None, error: JobwatchError | None) -> None:
         """Called once, when this waiter's wait is over."""
 
 
@@ -92,7 +92,7 @@ class JobPoll:
             self.waiters.remove(waiter)
         return not self.waiters
 
-    def finish_all(self, error: BaseException | None) -> None:
+    def finish_all(self, error: JobwatchError | None) -> None:
         """End every wait with the last job and `error`."""
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
@@ -146,7 +146,7 @@ class JobPoll:
         return now + learned.next_interval(job.operation, job.state, age, self._step - 1, rng)
 
     def failed(
-        self, error: BaseException, now: float, rules: RetryRules, *, bounded: bool = False
+        self, error: JobwatchError, now: float, rules: RetryRules, *, bounded: bool = False
     ) -> float | None:
         """Take a failed attempt; return when to try again, or None when the loop is over.
 
@@ -186,14 +186,14 @@ class JobPoll:
         )
         return now + wait
 
-    def give_up(self, error: BaseException, *, everyone: bool) -> None:
+    def give_up(self, error: JobwatchError, *, everyone: bool) -> None:
         """End the status checks (and with `everyone`, every wait) with `error`."""
         if everyone:
             self.finish_all(error)
         else:
             self._finish_checks(error)
 
-    def _finish_checks(self, error: BaseException | None) -> None:
+    def _finish_checks(self, error: JobwatchError | None) -> None:
         checks = [waiter for waiter in self.waiters if not waiter.until_terminal]
         if checks:
             self.waiters = [waiter for waiter in self.waiters if waiter.until_terminal]

@@ -1,7 +1,7 @@
 """Test mode: one switch that makes every client poll and retry without waiting.
 
 The one owner of the rule. Where the scheduler would otherwise wait, it reads
-`enabled`: the poll schedule (`_bulk.Scheduler._push`), the retry backoff and
+`enabled`: the poll schedule (`_scheduler.Scheduler._push`), the retry backoff and
 the outage gate's probe spacing (`_gate.RetryRules.backoff`), the waits a
 server asks for (`_poller.JobPoll.failed`) and the rate budget's pauses and
 pacing (`_ratelimit.RateBudget.earliest`). Deadlines are never read from here:

@@ -299,16 +299,32 @@ async def test_failing_bulk_on_update_ends_the_call_with_its_error(
         assert cf.stats.waiting == 0
 
 
-async def test_async_bulk_on_update_is_refused_clearly(cc: FakeCloudController) -> None:
-    """A coroutine function cannot run inside the scheduler: a TypeError says so."""
-    guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
+async def test_an_async_bulk_on_update_is_awaited_in_the_callers_task(
+    cc: FakeCloudController,
+) -> None:
+    """One contract for every call: an async on_update works, awaited in the caller's task."""
+    guids = cc.add_jobs(10, states=("PROCESSING", "COMPLETE"))
+    seen: list[tuple[str, str]] = []
+    tasks: set[asyncio.Task[object] | None] = set()
 
     async def show(job: jobwatch.Job) -> None:
-        pass
+        tasks.add(asyncio.current_task())
+        await asyncio.sleep(0)  # really suspends: the scheduler polls on meanwhile
+        seen.append((job.guid, job.state))
 
     async with cc.client() as cf:
-        with pytest.raises(TypeError, match="plain function"):
-            await cf.wait_for_jobs([guid], timeout=5, on_update=show)
+        caller = asyncio.current_task()
+        outcomes = await cf.wait_for_jobs(guids, timeout=5, on_update=show)
+        assert all(outcome.ok for outcome in outcomes.values())
+        assert len(seen) == 20
+        assert tasks == {caller}
+        seen.clear()
+        order: list[str] = []
+        async for outcome in cf.as_completed(guids, timeout=5, on_update=show):
+            # Every change of a job is handed over before its outcome.
+            assert (outcome.guid, "COMPLETE") in seen
+            order.append(outcome.guid)
+        assert sorted(order) == sorted(guids)
 
 
 async def test_cancelled_waits_do_not_keep_their_jobs_in_the_heap(

@@ -1117,8 +1117,8 @@ class FakeCloudController:
             job.polls += 1
             if job.first_poll is None:
                 job.first_poll = now
-                if job.started is None:
-                    job.started = now
+            if job.started is None:
+                job.started = now
         return job
 
     async def _serve_outage(

@@ -28,6 +28,18 @@ async def service(guids: list[str]) -> None:
         fetched: Job = await cf.get_job(guids[0])
         print(fetched.errors, fetched.warnings, fetched.links["self"].href)
         outcomes: dict[str, Outcome] = await cf.wait_for_jobs(guids, timeout=600)
+
+        async def show(job: Job) -> None:
+            print(job.state)
+
+        # One on_update contract for every call: sync or async.
+        await cf.wait_for_jobs(guids, on_update=on_update)
+        await cf.wait_for_jobs(guids, on_update=show)
+        await cf.wait_for_job(guids[0], on_update=show)
+        async for _ in cf.as_completed(guids, on_update=show):
+            pass
+        error: jobwatch.JobwatchError | None = outcomes[guids[0]].error
+        print(error)
         for outcome in outcomes.values():
             if not outcome.ok and isinstance(outcome.error, jobwatch.JobFailed):
                 print(outcome.error.errors)

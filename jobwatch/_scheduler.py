@@ -4,6 +4,12 @@ Every wait of a client, single or bulk, goes through one `Scheduler`. A
 waiting job costs a `JobPoll` and a heap entry, not a task: one dispatcher
 task pops due polls and starts at most `max_in_flight` requests at once,
 in due order, at the pace the API's rate-limit budget allows.
+
+The heap holds `(when, seq, poll)` entries and is never searched: a poll that
+is rescheduled is pushed again with a new `seq` (kept on the poll), and one
+that ends is only marked `closed`. Entries whose `seq` is no longer their
+poll's, or whose poll is closed, are stale and dropped when they reach the top
+(lazy deletion): O(log n) per change, nothing to find or remove.
 """
 
 from __future__ import annotations
@@ -11,35 +17,30 @@ from __future__ import annotations
 import asyncio
 import copy
 import heapq
-import inspect
 import itertools
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 
 from . import _testing_mode
 from ._errors import (
     ApiError,
     ClientClosed,
     InternalServerError,
-    JobFailed,
-    JobTimeout,
     JobwatchError,
     RateLimited,
     TransportError,
 )
 from ._gate import OutageGate, RetryRules
-from ._hooks import Emitter, WaitCall, WaitReport
+from ._hooks import Emitter
 from ._learn import LearnedSchedule
-from ._models import Job, JobState, Outcome
+from ._models import JobState
 from ._policy import PollPolicy, RetryPolicy
 from ._poller import JobPoll, Waiter
 from ._refs import Accepted
-
-__all__ = ["Batch", "ClientClosed", "Scheduler", "run_single", "run_watch"]
 from ._transport import Transport
+
+__all__ = ["Scheduler"]
 
 log = logging.getLogger("jobwatch")
 
@@ -305,7 +306,7 @@ class Scheduler:
                 self._failed(poll, error, loop.time())
             else:  # a bug: hand it to the waiters rather than hang them
                 log.error("job %s: unexpected error while polling", poll.guid, exc_info=error)
-                poll.finish_all(error)
+                poll.finish_all(_bug(error))
                 self._done(poll, None)
             return
         poll.task = None
@@ -400,7 +401,7 @@ class Scheduler:
         error = task.exception()
         if error is not None:  # never leave waiters hanging on a dead dispatcher
             for poll in list(self._polls.values()):
-                poll.finish_all(error)
+                poll.finish_all(_bug(error))
                 self._retire(poll)
 
     async def close(self) -> None:
@@ -418,299 +419,10 @@ class Scheduler:
         await asyncio.sleep(0)
 
 
-class _Single:
-    """The waiter of one `wait_for_job`, `get_job` or `watch_job` call."""
-
-    __slots__ = ("deadline", "future", "queue", "report", "until_terminal")
-
-    def __init__(
-        self,
-        future: asyncio.Future[Job],
-        deadline: float,
-        until_terminal: bool,
-        queue: asyncio.Queue[Job | _End] | None = None,
-    ) -> None:
-        self.future = future
-        self.deadline = deadline
-        self.until_terminal = until_terminal
-        self.queue = queue
-        #: Reports the wait's end to the hooks (None: no hook set).
-        self.report: WaitReport | None = None
-
-    def update(self, job: Job) -> None:
-        if self.queue is not None:
-            self.queue.put_nowait(job)
-
-    def finish(self, job: Job | None, error: BaseException | None) -> None:
-        if self.queue is not None:
-            self.queue.put_nowait(_End(job, error))
-        if self.future.done():
-            return
-        if error is None and job is not None and self.until_terminal:
-            error = _failure(job)
-        if self.report is not None:
-            self.report.ended(job, error)
-        if error is not None:
-            self.future.set_exception(error)
-            self.future.exception()  # retrieved: a watch may never await the future
-        elif job is not None:
-            self.future.set_result(job)
-
-
-def _failure(job: Job) -> JobFailed | None:
-    return JobFailed(job) if job.state == JobState.FAILED else None
-
-
-class _End:
-    """The last item of a watch: the final job, and the error if it did not complete."""
-
-    __slots__ = ("error", "job")
-
-    def __init__(self, job: Job | None, error: BaseException | None) -> None:
-        self.job = job
-        self.error = error
-
-
-async def run_single(
-    scheduler: Scheduler,
-    guid: str,
-    *,
-    timeout: float | None,
-    until_terminal: bool,
-    accepted: Accepted | None = None,
-) -> Job:
-    """Wait (or check once) on one job; the caller's deadline ends it with `JobTimeout`.
-
-    `accepted`: the job was handed over as its 202 (a wait's first poll waits its interval).
-    """
-    loop = scheduler.loop
-    future: asyncio.Future[Job] = loop.create_future()
-    deadline = INF if timeout is None else loop.time() + timeout
-    waiter = _Single(future, deadline, until_terminal)
-    poll = scheduler.join(guid, waiter, fresh=not until_terminal, accepted=accepted)
-    if scheduler.hooks:
-        call: WaitCall = "wait_for_job" if until_terminal else "get_job"
-        waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
-    timer = None
-    if timeout is not None:
-        timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
-    try:
-        return await future
-    finally:
-        if timer is not None:
-            timer.cancel()
-        if waiter.report is not None:
-            waiter.report.cancelled(poll.last)  # unless it ended: then a no-op
-        scheduler.leave(poll, waiter)
-
-
-def _expire_single(scheduler: Scheduler, poll: JobPoll, waiter: _Single, timeout: float) -> None:
-    last = poll.last  # before leaving: a retired poll lets go of its job
-    scheduler.leave(poll, waiter)
-    waiter.finish(last, JobTimeout(poll.guid, timeout, last))
-
-
-async def run_watch(
-    scheduler: Scheduler,
-    guid: str,
-    *,
-    timeout: float | None,
-    call: WaitCall = "watch_job",
-    accepted: Accepted | None = None,
-) -> AsyncGenerator[Job, None]:
-    """Yield the job at each observed change; end after the terminal one.
-
-    `call` names the public call for the hooks (`wait_for_job` with `on_update` runs here);
-    `accepted`: the job was handed over as its 202 (its first poll waits its interval).
-    """
-    loop = scheduler.loop
-    queue: asyncio.Queue[Job | _End] = asyncio.Queue()
-    deadline = INF if timeout is None else loop.time() + timeout
-    waiter = _Single(loop.create_future(), deadline, True, queue)
-    poll = scheduler.join(guid, waiter, accepted=accepted)
-    if scheduler.hooks:
-        waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
-    timer = None
-    if timeout is not None:
-        timer = loop.call_at(deadline, _expire_single, scheduler, poll, waiter, timeout)
-    try:
-        while True:
-            item = await queue.get()
-            if isinstance(item, _End):
-                if item.error is not None and not isinstance(item.error, JobFailed):
-                    raise item.error
-                return
-            yield item
-    finally:
-        if timer is not None:
-            timer.cancel()
-        if waiter.report is not None:
-            waiter.report.cancelled(poll.last)  # unless it ended: then a no-op
-        scheduler.leave(poll, waiter)
-
-
-class _Member:
-    """One job of a bulk call: a few slots, no task, no future."""
-
-    __slots__ = ("batch", "poll")
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.poll: JobPoll | None = None
-
-    @property
-    def deadline(self) -> float:
-        return self.batch.deadline
-
-    @property
-    def until_terminal(self) -> bool:
-        return self.batch.until_terminal
-
-    def update(self, job: Job) -> None:
-        batch = self.batch
-        if batch.on_update is None or batch.failure is not None:
-            return
-        try:
-            result = batch.on_update(job)
-            if inspect.isawaitable(result):
-                if inspect.iscoroutine(result):
-                    result.close()
-                raise TypeError(
-                    "a bulk call's on_update must be a plain function: it runs inside "
-                    "the scheduler, which cannot await it"
-                )
-        except Exception as exc:  # the caller's error ends the caller's call, not the poll
-            batch.fail(exc)
-
-    def finish(self, job: Job | None, error: BaseException | None) -> None:
-        batch, poll = self.batch, self.poll
-        if poll is None:
-            return
-        self.poll = None
-        if error is None and job is not None and batch.until_terminal:
-            error = _failure(job)
-        batch.record(Outcome(poll.guid, job, error))  # type: ignore[arg-type]
-
-
-class Batch:
-    """The state of one bulk call: outcomes so far, one deadline, one future."""
-
-    def __init__(
-        self,
-        scheduler: Scheduler,
-        guids: Iterable[str],
-        *,
-        until_terminal: bool,
-        timeout: float | None,
-        on_update: Callable[[Job], object] | None = None,
-        streaming: bool = False,
-        accepted: Mapping[str, Accepted] | None = None,
-    ) -> None:
-        loop = scheduler.loop
-        self.failure: BaseException | None = None
-        self.streaming = streaming
-        self.scheduler = scheduler
-        self.until_terminal = until_terminal
-        self.timeout = timeout
-        self.on_update = on_update
-        self.deadline = INF if timeout is None else loop.time() + timeout
-        self.outcomes: dict[str, Outcome | None] = dict.fromkeys(guids)
-        self.pending = len(self.outcomes)
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.ready: deque[Outcome] = deque()
-        self._ready_event = asyncio.Event()
-        self._members: list[_Member] = []
-        self._timer = None if timeout is None else loop.call_at(self.deadline, self.expire)
-        hooks = scheduler.hooks
-        #: Per guid still going, what reports its wait's end to the hooks (empty: no hook).
-        self._reports: dict[str, WaitReport] = {}
-        call: WaitCall = (
-            "get_jobs" if not until_terminal else "as_completed" if streaming else "wait_for_jobs"
-        )
-        for guid in self.outcomes:  # duplicates collapsed, input order kept
-            if self.failure is not None:
-                break
-            member = _Member(self)
-            self._members.append(member)
-            member.poll = poll = scheduler.join(
-                guid,
-                member,
-                fresh=not until_terminal,
-                accepted=accepted.get(guid) if accepted else None,
-            )
-            if hooks:
-                self._reports[guid] = hooks.wait_started(loop, poll, call, timeout)
-        if not self.pending and not self.done.done():
-            self.done.set_result(None)
-
-    def record(self, outcome: Outcome) -> None:
-        self.outcomes[outcome.guid] = outcome
-        if self._reports:
-            self._reports.pop(outcome.guid).ended(outcome.job, outcome.error)
-        if self.streaming:
-            self.ready.append(outcome)
-            self._ready_event.set()
-        self.pending -= 1
-        if self.pending == 0 and not self.done.done():
-            self.done.set_result(None)
-
-    def fail(self, error: BaseException) -> None:
-        """The caller's `on_update` raised: the whole call ends with that error."""
-        if self.failure is not None:
-            return
-        self.failure = error
-        if not self.done.done():
-            self.done.set_exception(error)
-            self.done.exception()  # a streaming call never awaits `done`
-        self._ready_event.set()
-        # Later, not now: we are inside a poll loop that is still walking its waiters.
-        self.scheduler.loop.call_soon(self.close)
-
-    def expire(self) -> None:
-        """The deadline passed: every job still going ends with `JobTimeout`."""
-        for member in self._members:
-            poll = member.poll
-            if poll is not None:
-                last = poll.last  # before leaving: a retired poll lets go of its job
-                self.scheduler.leave(poll, member)
-                timeout = self.timeout if self.timeout is not None else 0.0
-                member.finish(last, JobTimeout(poll.guid, timeout, last))
-
-    def close(self) -> None:
-        """Leave every poll loop still running for this call (cancelled or done)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        for member in self._members:
-            poll, member.poll = member.poll, None
-            if poll is not None:
-                if self._reports:
-                    report = self._reports.pop(poll.guid)
-                    if self.failure is None:
-                        report.cancelled(poll.last)
-                    else:  # the caller's on_update raised: the call ended with that
-                        report.ended(poll.last, self.failure)
-                self.scheduler.leave(poll, member)
-        self._members.clear()
-
-    async def results(self) -> dict[str, Outcome]:
-        """Wait for every outcome; keyed by guid in input order."""
-        try:
-            await self.done
-        finally:
-            self.close()
-        return {guid: outcome for guid, outcome in self.outcomes.items() if outcome is not None}
-
-    async def as_completed(self) -> AsyncGenerator[Outcome, None]:
-        """Yield each outcome as its job ends."""
-        try:
-            remaining = len(self.outcomes)
-            while remaining:
-                while not self.ready:
-                    if self.failure is not None:
-                        raise self.failure
-                    self._ready_event.clear()
-                    await self._ready_event.wait()
-                remaining -= 1
-                yield self.ready.popleft()
-        finally:
-            self.close()
+def _bug(error: BaseException) -> JobwatchError:
+    """A failure of jobwatch itself, as the error its waiters get (the cause chained)."""
+    wrapped = JobwatchError(
+        f"jobwatch failed while polling ({type(error).__name__}: {error}); please report it"
+    )
+    wrapped.__cause__ = error
+    return wrapped
