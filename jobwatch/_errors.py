@@ -206,10 +206,14 @@ class JobFailed(JobwatchError):
         self.job = job
         self.errors = job.errors
 
+    @property
+    def reason(self) -> str:
+        """What the controller said, bounded, without naming the job: the message's tail."""
+        return _quote_errors(self.errors) or "the controller gave no error details"
+
     def __str__(self) -> str:
-        what = _quote_errors(self.errors) or "the controller gave no error details"
         op = f" ({_short(self.job.operation, FIELD_CHARS)})" if self.job.operation else ""
-        return f"job {_short(self.job.guid, GUID_CHARS)}{op} FAILED: {what}"
+        return f"job {_short(self.job.guid, GUID_CHARS)}{op} FAILED: {self.reason}"
 
 
 class JobTimeout(JobwatchError, TimeoutError):
@@ -221,10 +225,16 @@ class JobTimeout(JobwatchError, TimeoutError):
         self.timeout = timeout
         self.job = job
 
+    @property
+    def reason(self) -> str:
+        """How long was waited and the last state seen, without naming the job."""
+        seen = (
+            f"last state {_short(self.job.state, FIELD_CHARS)}" if self.job else "no answer seen"
+        )
+        return f"did not end within {self.timeout:g} s; {seen}"
+
     def __str__(self) -> str:
-        state = _short(self.job.state, FIELD_CHARS) if self.job else ""
-        seen = f"; last state {state}" if self.job else "; no answer seen"
-        return f"job {_short(self.guid, GUID_CHARS)} did not end within {self.timeout:g} s{seen}"
+        return f"job {_short(self.guid, GUID_CHARS)} {self.reason}"
 
 
 class ClientClosed(JobwatchError):

@@ -475,7 +475,7 @@ async def test_a_progress_line_that_cannot_be_written_stops_the_wait(
     cc: FakeCloudController, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failed progress line ends a wait that would never end, and leaves nothing running."""
-    monkeypatch.setattr(_cli, "LINE_PERIOD_PIPE", 0.01)
+    monkeypatch.setattr(_cli._display, "LINE_PERIOD_PIPE", 0.01)  # where Output reads it
     stuck = cc.add_job(states=("PROCESSING",))
     stream = _FullDisk()
     output = Output(json_lines=False, quiet=False, stdout=stream, stderr=stream)
