@@ -103,13 +103,21 @@ def _show(value: Any) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
+_STATES: dict[str, JobState] = {state.value: state for state in JobState}
+
+
 def _parse_state(value: Any, _: object) -> JobState | str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"state must be a non-empty string, not {_show(value)}")
-    try:
-        return JobState(value)
-    except ValueError:
-        return sys.intern(value)
+    known = _STATES.get(value)
+    return known if known is not None else sys.intern(value)
+
+
+#: Timestamps already parsed: every poll of a job repeats its `created_at`, jobs
+#: made in the same second share it, and `updated_at` changes only with the job.
+#: Shared (datetimes are immutable), so waiting jobs also hold fewer objects.
+_DATETIMES: dict[str, datetime] = {}
+_DATETIMES_KEPT = 4096
 
 
 def _parse_datetime(value: Any, _: object) -> datetime | None:
@@ -117,6 +125,15 @@ def _parse_datetime(value: Any, _: object) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be a string, not {_show(value)}")
+    parsed = _DATETIMES.get(value)
+    if parsed is None:
+        parsed = _DATETIMES[value] = _new_datetime(value)
+        if len(_DATETIMES) > _DATETIMES_KEPT:
+            _DATETIMES.clear()  # bounded: a cache, never a record of every stamp seen
+    return parsed
+
+
+def _new_datetime(value: str) -> datetime:
     # RFC 3339 (the schema's date-time) allows a lower-case "t" and "z"; fromisoformat does not.
     try:
         parsed = datetime.fromisoformat(value.upper())
@@ -209,6 +226,8 @@ def _format_datetime(value: datetime) -> str:
 
 
 _converter = _build_converter()
+#: The generated function itself: no dispatch on the type per job.
+_structure_job = _converter.get_structure_hook(Job)
 
 
 class BodyShapeError(ValueError):
@@ -229,9 +248,10 @@ def structure_job(body: Any) -> Job:
     if "state" not in body:
         raise BodyShapeError("the job has no state")
     try:
-        return _converter.structure(body, Job)
+        job: Job = _structure_job(body, Job)
     except Exception as exc:  # cattrs raises ClassValidationError groups
         raise BodyShapeError(_describe(exc)) from None
+    return job
 
 
 def _describe(exc: BaseException) -> str:

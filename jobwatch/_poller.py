@@ -40,11 +40,6 @@ class Waiter(Protocol):
         """Called once, when this waiter's wait is over."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for failures another attempt may cure (each error knows: `JobwatchError.transient`)."""
-    return isinstance(exc, JobwatchError) and exc.transient
-
-
 class JobPoll:
     """One guid's poll loop: the last job seen, its schedule, and who waits on it."""
 
@@ -155,7 +150,7 @@ class JobPoll:
         server-side), unless `bounded` (the API has never answered: a wrong URL
         must stay a quick, clear error).
         """
-        if not is_transient(error):
+        if not error.transient:
             self.finish_all(error)
             return None
         self.failures += 1
@@ -194,6 +189,8 @@ class JobPoll:
             self._finish_checks(error)
 
     def _finish_checks(self, error: JobwatchError | None) -> None:
+        if all(waiter.until_terminal for waiter in self.waiters):
+            return  # the common case, on every answer: no list built
         checks = [waiter for waiter in self.waiters if not waiter.until_terminal]
         if checks:
             self.waiters = [waiter for waiter in self.waiters if waiter.until_terminal]

@@ -116,9 +116,12 @@ async def test_leaving_as_completed_early_stops_the_rest(cc: FakeCloudController
                 assert outcome.guid == quick
                 break
         assert cf.stats.waiting == 0
-        polls = cc.polls(never)
+        # The request in flight when the loop was left may still reach the server; no other.
+        polls = cc.polls(never) + 1
         await asyncio.sleep(0.05)
-        assert cc.polls(never) == polls
+        assert cc.polls(never) <= polls
+        await asyncio.sleep(0.05)
+        assert cc.polls(never) <= polls
 
 
 async def test_server_never_sees_more_than_max_in_flight(cc: FakeCloudController) -> None:

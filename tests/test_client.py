@@ -337,9 +337,12 @@ async def test_failing_on_update_propagates_and_stops_the_poll(
 
     with pytest.raises(RuntimeError, match="callback broke"):
         await cf.wait_for_job(guid, timeout=5, on_update=boom)
-    polls = cc.polls(guid)
+    # The request in flight when the wait ended may still reach the server; no other.
+    polls = cc.polls(guid) + 1
     await asyncio.sleep(0.05)
-    assert cc.polls(guid) == polls
+    assert cc.polls(guid) <= polls
+    await asyncio.sleep(0.05)
+    assert cc.polls(guid) <= polls
 
 
 async def test_watch_yields_each_change_and_the_failed_end(
