@@ -7,7 +7,7 @@ router's 404 (`unknown_route`), then refused connections. The same timelines
 are then waited on with no outage (a fresh server each run, runs alternating),
 so that every figure has its baseline. The fake runs in its own process,
 recording the time of every GET it sees; refused connections never reach it,
-so the client counts those (`stats.by_status["error"]`).
+so the client counts those (`stats.no_answer`).
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ async def _wait(
         "outage_requests": server.outage_requests(),
         "client_requests": stats.requests,
         "by_status": {str(k): v for k, v in stats.by_status.items()},
+        "no_answer": stats.no_answer,
         "outages": stats.outages,
         "outage_seconds": stats.outage_seconds,
         "gate_closed": gate.closed,
@@ -146,7 +147,7 @@ def analyse(outage: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     delays = [seen[i] - ended[i] for i in during]
     base_delays = [baseline["seen"][i] - baseline["ended"][i] for i in during]
     before_up = [seen[i] for i, end in enumerate(ended) if end < up]
-    refused = outage["by_status"].get("error", 0)
+    refused = outage["no_answer"]
     server_gets, base_gets = sum(outage["polls"]), sum(baseline["polls"])
     closed = outage["gate_closed"]
     # The first request to reach the API once it is back (the gate's probe) is its answer.
@@ -298,7 +299,7 @@ def _section(
         "the same timelines again on a fresh server with no outage: the baseline. "
         f"{len(results)} round(s), outage and baseline alternating. The server records the "
         "time of every GET it sees; refused connections never reach it, so the client "
-        "counts them (`stats.by_status['error']`: requests with no HTTP answer). A job's "
+        "counts them (`stats.no_answer`: requests with no HTTP answer). A job's "
         "delay runs from its end on the server (`finished_at`) to its outcome in the "
         "client, on the monotonic clock both processes share; a job that ends while the "
         "API is down cannot be seen before the API's return, so the delay from that "

@@ -114,7 +114,7 @@ def _handle(cc: _LimitedFake, command: dict[str, Any]) -> dict[str, Any]:
             for timeline in command["timelines"]
         ]
         for guid in guids:  # the job's clock starts now, not at its first GET
-            cc._jobs[guid].first_poll = made  # a benchmark's own fixture
+            cc._jobs[guid].started = made  # a benchmark's own fixture
         return {"guids": guids}
     if op == "stats":
         guids = command["guids"]

@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -30,7 +29,7 @@ from ._errors import (
     is_transient_status,
 )
 from ._models import ErrorDetail
-from ._refs import is_loopback
+from ._refs import service_url
 
 log = logging.getLogger("jobwatch")
 
@@ -113,7 +112,7 @@ class Credentials:
     takes the usual path), and the next attempt ahead waits `AHEAD_RETRY`.
     """
 
-    __slots__ = ("_closed", "_due", "_failure", "_header", "_provider", "_task")
+    __slots__ = ("_closed", "_due", "_failure", "_header", "_headers", "_provider", "_task")
 
     def __init__(self, token: Token | None) -> None:
         self._provider: Callable[[], TokenValue] | None = None
@@ -124,8 +123,10 @@ class Credentials:
         self._task: asyncio.Task[None] | None = None
         self._failure: tuple[str | None, JobwatchError] | None = None
         self._closed = False
+        #: The request headers for `_header`, built once per value (the one cache of them).
+        self._headers: Mapping[str, str] = {}
         if isinstance(token, str):
-            self._header = bearer(token)  # nothing to refresh it with: never due
+            self._set(bearer(token))  # nothing to refresh it with: never due
         elif token is not None:
             if not callable(token):
                 raise TypeError("token must be a string or a callable returning one")
@@ -142,9 +143,20 @@ class Credentials:
         return self._provider is not None
 
     @property
-    def cached(self) -> str | None:
-        """The header value as it stands, or None when `header()` has work to do first."""
-        return self._header if time.time() < self._due else None
+    def cached_headers(self) -> Mapping[str, str] | None:
+        """The request headers as they stand, or None when `headers()` has work to do."""
+        if time.time() >= self._due or (self._header is None and self._provider is not None):
+            return None
+        return self._headers
+
+    async def headers(self) -> Mapping[str, str]:
+        """The request headers (`Authorization`, or none), the token refreshed first if due."""
+        await self.header()
+        return self._headers
+
+    def _set(self, header: str) -> None:
+        self._header = header
+        self._headers = {"Authorization": header}
 
     async def header(self) -> str | None:
         """The current header value, refreshed first when it is about to expire.
@@ -205,7 +217,7 @@ class Credentials:
 
     def _start(self, current: str | None, *, refresh: bool, ahead: bool) -> asyncio.Task[None]:
         if self._closed:
-            raise ClientClosed("the jobwatch client is closed")
+            raise ClientClosed()
         task = asyncio.get_running_loop().create_task(
             self._run(current, refresh=refresh, ahead=ahead), name="jobwatch-token-refresh"
         )
@@ -230,7 +242,7 @@ class Credentials:
             me = asyncio.current_task()
             if task.cancelled() and self._closed and (me is None or not me.cancelling()):
                 # The client closed under us; we ourselves were not cancelled.
-                return ClientClosed("the jobwatch client was closed during a token refresh")
+                return ClientClosed("a token refresh")
             raise
         return None
 
@@ -283,7 +295,7 @@ class Credentials:
             raise failed
         assert header is not None
         self._failure = None
-        self._header = header
+        self._set(header)
         expiry = jwt_expiry(header)
         due = _INF if expiry is None else expiry - REFRESH_AHEAD
         # A refreshed token already near its end (or the same one again) is tried
@@ -448,23 +460,7 @@ def uaa_token_url(uaa_url: str, *, allow_insecure_http: bool = False) -> str:
         ConfigError: not an absolute http(s) URL without user info, query or
             fragment, or plain http to a host that is not loopback.
     """
-    if not isinstance(uaa_url, str):
-        raise ConfigError(f"the UAA URL must be a string, not {type(uaa_url).__name__}")
-    parts = urlsplit(uaa_url.strip())
-    try:
-        parts.port  # noqa: B018 - validates it
-    except ValueError:
-        raise ConfigError(f"the UAA URL {uaa_url!r} has an invalid port") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"the UAA URL must be absolute http(s), not {uaa_url!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError("the UAA URL must not have user info, a query or a fragment")
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"refusing plain http to the UAA at {parts.hostname}: the refresh token would "
-            "travel in clear text; use https, or pass allow_insecure_http=True if you really "
-            "mean it"
-        )
+    parts = service_url(uaa_url, "UAA", "refresh token", allow_insecure_http=allow_insecure_http)
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/oauth/token"
 
 

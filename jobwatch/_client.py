@@ -10,7 +10,7 @@ import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar, Unpack
 
 import attrs
 
@@ -42,11 +42,14 @@ class ClientStats:
     """Counters of one client, cheap enough to be always on."""
 
     requests: int
-    by_status: dict[int | str, int]
+    #: Answers by HTTP status.
+    by_status: dict[int, int]
     retries: int
     rate_limit_paused_seconds: float
     waiting: int
     in_flight: int
+    #: Requests that got no HTTP answer (refused, reset, timed out, cut off).
+    no_answer: int = 0
     #: Times the API was found down (every poll held behind one probe), and for how long.
     outages: int = 0
     outage_seconds: float = 0.0
@@ -70,6 +73,22 @@ def _check_timeout(timeout: float | None) -> float | None:
     if not timeout > 0 or math.isnan(timeout):
         raise ValueError(f"timeout must be > 0 seconds (or None), not {timeout!r}")
     return float(timeout)
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments of `Client` (for `from_cf_config`, so mypy checks them)."""
+
+    token: Token | None
+    session: aiohttp.ClientSession | None
+    max_in_flight: int
+    poll: PollPolicy
+    retry: RetryPolicy
+    request_timeout: float
+    verify_ssl: bool
+    allow_insecure_http: bool
+    rate_limit_share: float
+    rng: random.Random | None
+    hooks: Sequence[Hook]
 
 
 class Client:
@@ -148,10 +167,11 @@ class Client:
         self.max_in_flight = max_in_flight
         self.poll_policy = poll
         self.retry_policy = retry
-        self._closed = False
 
     @classmethod
-    def from_cf_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Client:
+    def from_cf_config(
+        cls, path: str | os.PathLike[str] | None = None, **kwargs: Unpack[ClientOptions]
+    ) -> Client:
         """Build a client from the cf CLI login (`$CF_HOME/.cf/config.json`).
 
         With a refresh token and a UAA endpoint in the login, an expired access
@@ -181,7 +201,7 @@ class Client:
         return cls(config.target, **kwargs)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._scheduler.closed else "open"
         return (
             f"<jobwatch.Client {self._api.url} {state} waiting={self._scheduler.waiting} "
             f"in_flight={self._transport.in_flight}/{self.max_in_flight}>"
@@ -198,8 +218,9 @@ class Client:
         statuses = self._transport.statuses
         outages, outage_seconds, since = self._scheduler.gate.report(self._scheduler.loop_time())
         return ClientStats(
-            requests=sum(statuses.values()),
+            requests=sum(statuses.values()) + self._transport.no_answer,
             by_status=dict(statuses),
+            no_answer=self._transport.no_answer,
             retries=self._scheduler.retries,
             rate_limit_paused_seconds=self._transport.budget.paused_seconds,
             waiting=self._scheduler.waiting,
@@ -226,9 +247,8 @@ class Client:
 
     async def aclose(self) -> None:
         """Stop every wait and close the session if this client made it."""
-        if self._closed:
+        if self._scheduler.closed:
             return
-        self._closed = True
         await self._scheduler.close()
         await self._transport.close()
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import bisect
-import math
 import random
+import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
 from jobwatch import PollPolicy, RetryPolicy
+from jobwatch._models import TERMINAL_STATES
 from jobwatch.testing import FakeCloudController, Fault, RateLimit
 
 #: The token the demo's fake controller accepts (it never leaves loopback).
@@ -25,8 +26,6 @@ FAULTS: Mapping[Fault, float] = {Fault.ROUTER_502: 0.02, Fault.MAINTENANCE_503: 
 LATENCY = 0.02
 #: Seconds a demo wait may take before the jobs still going count as timed out.
 TIMEOUT = 60.0
-
-_TERMINAL = frozenset({"COMPLETE", "FAILED"})
 
 # Errors as real controllers and brokers report them on FAILED jobs.
 _BINDING_IN_PROGRESS = {
@@ -173,20 +172,20 @@ def detection_time(plan: JobPlan, policy: PollPolicy, rng: random.Random) -> tup
     while True:
         requests += 1
         state = plan.state_at(now)
-        if state in _TERMINAL:
+        if state in TERMINAL_STATES:
             return now, requests
         if state != seen:
             seen, delays = state, policy.delays(state, rng)
         now += next(delays)
 
 
-def percentile(values: Sequence[float], share: float) -> float:
-    """The nearest-rank percentile (`share` in [0, 1]) of `values`; 0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(math.ceil(share * len(ordered)) - 1, 0)
-    return ordered[min(rank, len(ordered) - 1)]
+def p50_p95(values: Sequence[float]) -> tuple[float, float]:
+    """The median and 95th percentile, linear between closest ranks (as the benchmarks)."""
+    if len(values) < 2:
+        only = values[0] if values else 0.0
+        return only, only
+    cuts = statistics.quantiles(values, n=20, method="inclusive")
+    return statistics.median(values), cuts[18]
 
 
 @attrs.frozen

@@ -238,7 +238,20 @@ class JobTimeout(JobwatchError, TimeoutError):
 
 
 class ClientClosed(JobwatchError):
-    """A call on a closed client, or a wait that was still going on when it closed."""
+    """A call on a closed client, or a wait (or token refresh) going on when it closed.
+
+    The one place that says so: every check of a closed client raises this.
+    """
+
+    def __init__(self, during: str = "") -> None:
+        super().__init__(during)
+        #: What was going on when the client closed ("" : the call came after).
+        self.during = during
+
+    def __str__(self) -> str:
+        if self.during:
+            return f"the jobwatch client was closed during {self.during}"
+        return "this jobwatch client is closed; make a new one"
 
 
 STATUS_ERRORS: Mapping[int, type[ApiError]] = {

@@ -43,7 +43,10 @@ class RetryRules:
     __slots__ = ("_wait", "attempts")
 
     def __init__(self, policy: RetryPolicy) -> None:
-        self._wait = policy.backoff()
+        # Exponential from `initial`, capped at `maximum`, plus up to `initial` of
+        # random jitter: strategies every tenacity 9 has.
+        exponential = tenacity.wait_exponential(multiplier=policy.initial, max=policy.maximum)
+        self._wait = exponential + tenacity.wait_random(0, policy.initial)
         self.attempts = policy.attempts
 
     def backoff(self, attempt: int) -> float:

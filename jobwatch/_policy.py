@@ -7,7 +7,6 @@ import random
 from collections.abc import Iterator
 
 import attrs
-import tenacity
 
 from ._models import JobState
 
@@ -115,19 +114,6 @@ class RetryPolicy:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.attempts, int) or self.attempts < 1:
             raise ValueError(f"attempts must be an integer >= 1, not {self.attempts!r}")
-
-    def backoff(self) -> tenacity.wait.wait_base:
-        """The tenacity wait strategy for the attempt after a failure.
-
-        Exponential from `initial`, capped at `maximum`, plus up to `initial`
-        of random jitter. Built from strategies every tenacity 9 has.
-        """
-        exponential = tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
-        return exponential + tenacity.wait_random(0, self.initial)
-
-    def stop(self) -> tenacity.stop.stop_base:
-        """The tenacity stop strategy: give up after `attempts` consecutive failures."""
-        return tenacity.stop_after_attempt(self.attempts)
 
 
 _rng = random.Random()

@@ -7,7 +7,7 @@ import re
 import reprlib
 from collections.abc import Mapping
 from typing import Protocol, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import attrs
 
@@ -104,6 +104,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def service_url(
+    url: object, what: str, secret: str, *, allow_insecure_http: bool = False
+) -> SplitResult:
+    """Check the URL of a service jobwatch sends a credential to (the API, the UAA).
+
+    The one rule for both: an absolute http(s) URL with a valid port, no user
+    info (it would ride along in every URL, message and repr), no query or
+    fragment, and plain http only to loopback unless `allow_insecure_http`.
+
+    Raises:
+        ConfigError: naming `what` ("API", "UAA") and the `secret` that would leak.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"the {what} URL must be a string, not {type(url).__name__}")
+    shown = repr(_short(url))
+    parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018 - validates it
+    except ValueError:
+        raise ConfigError(f"the {what} URL {shown} has an invalid port") from None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ConfigError(f"the {what} URL must be absolute http(s), not {shown}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"the {what} URL must not have a query or fragment: {shown}")
+    if parts.username or parts.password:
+        raise ConfigError(f"the {what} URL must not carry user info; give a token instead")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+        to = parts.hostname if what == "API" else f"the {what} at {parts.hostname}"
+        raise ConfigError(
+            f"refusing plain http to {to}: the {secret} would travel in clear text; use "
+            "https, or pass allow_insecure_http=True if you really mean it"
+        )
+    return parts
+
+
 @attrs.frozen
 class ApiBase:
     """The API a client talks to: its origin, and the prefix of every job URL."""
@@ -121,21 +156,9 @@ class ApiBase:
                 `/v3`) or port 0, or plain http to a host that is not loopback
                 without `allow_insecure_http` (the token would travel in clear text).
         """
-        if not isinstance(api_url, str):
-            raise ConfigError(f"the API URL must be a string, not {type(api_url).__name__}")
+        parts = service_url(api_url, "API", "token", allow_insecure_http=allow_insecure_http)
         shown = repr(_short(api_url))
-        parts = urlsplit(api_url.strip())
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(f"the API URL {shown} has an invalid port") from None
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ConfigError(f"the API URL must be absolute http(s), not {shown}")
-        if parts.query or parts.fragment:
-            raise ConfigError(f"the API URL must not have a query or fragment: {shown}")
-        if parts.username or parts.password:
-            # It would ride along in every URL, message and repr.
-            raise ConfigError("the API URL must not carry user info; give a token instead")
+        port = parts.port
         root = f"{parts.scheme}://{parts.netloc}"
         if port == 0:
             bare = f"{parts.scheme}://{parts.netloc.rpartition(':')[0]}"
@@ -149,11 +172,7 @@ class ApiBase:
                 f"the API URL is the API's root, without a path: give {_short(root)} "
                 f"instead of {shown} (jobwatch adds /v3/jobs/ itself)"
             )
-        if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
-            raise ConfigError(
-                f"refusing plain http to {parts.hostname}: the token would travel in clear "
-                "text; use https, or pass allow_insecure_http=True if you really mean it"
-            )
+        assert parts.hostname is not None  # checked by service_url
         return cls(root, _origin(parts.scheme, parts.hostname, port), f"{root}/v3/jobs/")
 
     def resolve(self, job: str) -> tuple[str, str]:

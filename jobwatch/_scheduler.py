@@ -124,7 +124,7 @@ class Scheduler:
     def check_usable(self) -> None:
         """Raise `ClientClosed` or `RuntimeError` (another loop) before any state changes."""
         if self.closed:
-            raise ClientClosed("this jobwatch client is closed; make a new one")
+            raise ClientClosed()
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -445,7 +445,7 @@ class Scheduler:
         """Stop everything; waits still going on end with `ClientClosed`."""
         self.closed = True
         for poll in list(self._polls.values()):
-            poll.finish_all(ClientClosed("the jobwatch client was closed during the wait"))
+            poll.finish_all(ClientClosed("the wait"))
             self._retire(poll)
         tasks = [t for t in (self._dispatcher,) if t is not None]
         for task in tasks:

@@ -84,10 +84,10 @@ class Transport:
         self._max_connections = max_connections
         self._verify_ssl = verify_ssl
         self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
-        self._headers: dict[str, str] = {}
-        self._header_value: str | None = None
         self.budget = RateBudget(rate_limit_share)
-        self.statuses: Counter[int | str] = Counter()
+        #: Answers by HTTP status, and requests that got none (connection, timeout).
+        self.statuses: Counter[int] = Counter()
+        self.no_answer = 0
         self.in_flight = 0
         self.closed = False
 
@@ -97,7 +97,7 @@ class Transport:
 
     def _open(self) -> aiohttp.ClientSession:
         if self.closed:
-            raise ClientClosed("this jobwatch client is closed")
+            raise ClientClosed()
         if self._session is None:
             ssl_arg: ssl.SSLContext | bool = bool(self._verify_ssl)
             connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_arg)
@@ -116,13 +116,6 @@ class Transport:
             await self._session.close()
         self._session = None
 
-    async def _auth_headers(self) -> dict[str, str]:
-        value = await self._credentials.header()
-        if value != self._header_value:
-            self._header_value = value
-            self._headers = {"Authorization": value} if value else {}
-        return self._headers
-
     async def fetch_job(self, url: str) -> tuple[Job, str | None]:
         """GET one job (the caller has counted it with `budget.sent`).
 
@@ -134,10 +127,9 @@ class Transport:
             ApiError: an error status, mapped to its subclass.
             MalformedResponse: a 200 that is not a job, or too large.
         """
-        if self._header_value is not None and self._credentials.cached == self._header_value:
-            headers = self._headers  # the hot path: no coroutine to ask for it
-        else:
-            headers = await self._auth_headers()
+        headers = self._credentials.cached_headers  # the hot path: no coroutine
+        if headers is None:
+            headers = await self._credentials.headers()
         status, body, meta = await self._get(url, headers)
         if status == 401 and self._credentials.can_refresh:
             rejected = headers.get("Authorization")
@@ -149,7 +141,7 @@ class Transport:
             if refreshed:
                 log.info("the API answered 401; retrying once with a refreshed token")
                 self.budget.sent(asyncio.get_running_loop().time())
-                headers = await self._auth_headers()
+                headers = await self._credentials.headers()
                 status, body, meta = await self._get(url, headers)
         request_id = meta.get("X-Vcap-Request-Id")
         if status == 200:
@@ -208,7 +200,7 @@ class Transport:
             self.statuses[status] += 1  # answered, if too large to read: count it all the same
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
-            self.statuses["error"] += 1
+            self.no_answer += 1
             error = map_exception(exc, url)
         finally:
             self.in_flight -= 1

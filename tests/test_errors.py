@@ -130,7 +130,8 @@ ALL = [
     api_error(404, b'{"errors":[{"code":1,"title":"T","detail":"D"}]}', request_id="r", url=URL),
     jobwatch.JobFailed(Job("g", JobState.FAILED, errors=(ErrorDetail(1, "CF-X", "boom"),))),
     jobwatch.JobTimeout("g", 5.0, Job("g", JobState.POLLING)),
-    jobwatch.ClientClosed("closed"),
+    jobwatch.ClientClosed("the wait"),
+    jobwatch.ClientClosed(),
 ]
 
 
@@ -141,6 +142,14 @@ def test_every_exception_pickles_with_its_context(error: jobwatch.JobwatchError)
     assert type(again) is type(error)
     assert str(again) == str(error)
     assert vars(again) == vars(error)
+
+
+def test_client_closed_says_whether_the_call_came_after_or_was_cut_short() -> None:
+    """One class, one wording each: a call on a closed client, or one cut by the closing."""
+    assert str(jobwatch.ClientClosed()) == "this jobwatch client is closed; make a new one"
+    cut = jobwatch.ClientClosed("a token refresh")
+    assert str(cut) == "the jobwatch client was closed during a token refresh"
+    assert cut.during == "a token refresh"
 
 
 def test_stdlib_bases_let_callers_catch_familiar_types() -> None:

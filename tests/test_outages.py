@@ -51,7 +51,7 @@ def sent_during(cc: FakeCloudController, stats: jobwatch.ClientStats) -> int:
     """Requests sent while the API was down: what the server answered as the outage, plus
     the connections it refused (which only the client counts)."""
     refused = Outage.REFUSED in {kind for kind, _, _ in cc.outage_windows}
-    return cc.outage_requests + (stats.by_status.get("error", 0) if refused else 0)
+    return cc.outage_requests + (stats.no_answer if refused else 0)
 
 
 def client(cc: FakeCloudController, **kwargs: object) -> jobwatch.Client:

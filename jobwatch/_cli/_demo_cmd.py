@@ -80,7 +80,7 @@ async def cmd_demo(args: argparse.Namespace, output: Output, interrupt: Interrup
             f"faults served: {served}; 429s served: {cc.rate_limited_count}; "
             f"peak concurrent requests at the server: {cc.peak_in_flight}"
         )
-        p50, p95 = _demo.percentile(delays, 0.5), _demo.percentile(delays, 0.95)
+        p50, p95 = _demo.p50_p95(delays)
         output.say(
             f"detection delay (job ended on the server -> reported): p50 {p50:.2f} s, "
             f"p95 {p95:.2f} s, max {max(delays, default=0.0):.2f} s"
