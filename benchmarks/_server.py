@@ -1,9 +1,9 @@
 """A `FakeCloudController` in its own process, scripted over a line protocol on stdin/stdout.
 
-`python -m jobwatch.testing` serves a fixed set of jobs; the benchmarks need
-more (jobs that never end, per-job timelines, request counts and the server's
-CPU time), so this module wraps the public `FakeCloudController` in a child
-process that takes one JSON command per line and answers one JSON line.
+The benchmarks need jobs that never end, per-job timelines, request counts
+and the server's CPU time, so this module wraps the public
+`FakeCloudController` in a child process that takes one JSON command per line
+and answers one JSON line.
 The child is pinned to its own core when the machine has two or more, so the
 client's CPU time is never shared with the server's.
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import math
 import os
@@ -26,7 +25,6 @@ from jobwatch.testing import (
     Fault,
     RateLimit,
     RecordedRequest,
-    serve_forever,
 )
 
 from .helpers import get
@@ -762,38 +760,6 @@ async def test_repr_shows_live_state_but_never_the_token(cc: FakeCloudController
     assert cc.url in repr(cc)
     assert "jobs=1" in repr(cc)
     assert TOKEN not in repr(cc)
-
-
-class FlushedOutput(io.StringIO):
-    """A text stream that tells when it was flushed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flushed = asyncio.Event()
-
-    def flush(self) -> None:
-        super().flush()
-        self.flushed.set()
-
-
-async def test_serve_forever_prints_the_url_and_job_guids() -> None:
-    """serve_forever() is what `python -m jobwatch.testing` runs for benchmarks."""
-    out = FlushedOutput()
-    task = asyncio.create_task(
-        serve_forever(jobs=3, min_duration=0.05, max_duration=0.05, out=out)
-    )
-    async with asyncio.timeout(2):
-        await out.flushed.wait()
-    url, *guids = out.getvalue().split()
-    async with aiohttp.ClientSession() as http:
-        states = await states_seen(http, f"{url}/v3/jobs/{guids[0]}", 1)
-        await asyncio.sleep(0.06)
-        states += await states_seen(http, f"{url}/v3/jobs/{guids[0]}", 1)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert len(guids) == 3
-    assert states == ["PROCESSING", "COMPLETE"]
 
 
 # -- conformance ------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from jobwatch.testing import FakeCloudController, FakeResponse, Outage, is_testi
 TOKEN = "helper-token"
 FIVE_POLLS = ("PROCESSING", "PROCESSING", "PROCESSING", "PROCESSING", "COMPLETE")
 
-#: Every name `jobwatch.testing` exported when it was one module, plus the test switch.
+#: Every name `jobwatch.testing` exported when it was one module (but `serve_forever`,
+#: removed), plus the test switch.
 PROMISED = {
     "CC_ERRORS",
     "FakeCloudController",
@@ -28,7 +29,6 @@ PROMISED = {
     "Outage",
     "RateLimit",
     "RecordedRequest",
-    "serve_forever",
     "set_testing",
 }
 
@@ -262,25 +262,6 @@ def test_testing_all_is_sorted_complete_and_keeps_every_name() -> None:
     assert exported == sorted(exported)
     assert set(exported) >= PROMISED
     assert all(hasattr(jobwatch.testing, name) for name in exported)
-
-
-def test_python_m_jobwatch_testing_still_serves_jobs() -> None:
-    """`python -m jobwatch.testing` (the benchmarks' server) prints its URL and guids."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobwatch.testing", "--jobs", "2"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(3)]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
-    assert lines[0].startswith("http://127.0.0.1:")
-    assert all(len(line.strip()) == 36 for line in lines[1:])
 
 
 async def test_the_fake_cloud_controller_fixture_is_a_started_fake(

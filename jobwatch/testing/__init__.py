@@ -8,22 +8,20 @@
 - A pytest plugin (`jobwatch.testing._pytest_plugin`, registered through the
   `pytest11` entry point) gives every suite the `fake_cloud_controller` fixture.
 
-`python -m jobwatch.testing` serves jobs in a process of its own (benchmarks).
+The fake is cut by job: `_controller` (`FakeCloudController`: scripting,
+routing), `_platform` (listening, outage windows, headers), `_scripts` (a
+job's script and body), `_responses` (canned answers), `_faults` (faults,
+outages and their serving), `_limiter` (`RateLimit`), `_uaa` (the token
+endpoint).
 """
 
 from __future__ import annotations
 
 from .._testing_mode import is_testing, set_testing
-from ._fake import (
-    CC_ERRORS,
-    FakeCloudController,
-    FakeResponse,
-    Fault,
-    Outage,
-    RateLimit,
-    RecordedRequest,
-    serve_forever,
-)
+from ._controller import FakeCloudController, RecordedRequest
+from ._faults import Fault, Outage
+from ._limiter import RateLimit
+from ._responses import CC_ERRORS, FakeResponse
 
 __all__ = [
     "CC_ERRORS",
@@ -34,6 +32,5 @@ __all__ = [
     "RateLimit",
     "RecordedRequest",
     "is_testing",
-    "serve_forever",
     "set_testing",
 ]

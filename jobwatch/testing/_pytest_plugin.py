@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ._fake import FakeCloudController
+from ._controller import FakeCloudController
 
 #: The token the fixture's fake accepts (`fake_cloud_controller.token`).
 TOKEN = "fake-cloud-controller-token"
