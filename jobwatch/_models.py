@@ -145,16 +145,16 @@ def _new_datetime(value: str) -> datetime:
     return parsed
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, _: object = None) -> str:
+    if isinstance(value, str):  # the common case first: one test
+        return value
     if value is None:
         return ""
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, not {type(value).__name__}")
-    return value
+    raise ValueError(f"expected a string, not {type(value).__name__}")
 
 
 def _parse_error(value: Any) -> ErrorDetail:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict | Mapping):  # dict first: what json gives, and no ABC check
         raise ValueError(f"an error must be an object, not {type(value).__name__}")
     code = value.get("code")
     if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
@@ -178,7 +178,7 @@ def _parse_warnings(value: Any, _: object) -> tuple[JobWarning, ...]:
         raise ValueError("warnings must be a list")
     out = []
     for item in value:
-        if not isinstance(item, Mapping):
+        if not isinstance(item, dict | Mapping):
             raise ValueError("a warning must be an object")
         out.append(JobWarning(_text(item.get("detail"))))
     return tuple(out)
@@ -187,11 +187,11 @@ def _parse_warnings(value: Any, _: object) -> tuple[JobWarning, ...]:
 def _parse_links(value: Any, _: object) -> Mapping[str, Link]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict | Mapping):
         raise ValueError("links must be an object")
     links = {}
     for name, link in value.items():
-        if not isinstance(link, Mapping) or not isinstance(link.get("href"), str):
+        if not isinstance(link, dict | Mapping) or not isinstance(link.get("href"), str):
             raise ValueError(f"link {_show(name)} must be an object with an href")
         method = link.get("method")
         links[name] = Link(link["href"], method if isinstance(method, str) else None)
@@ -210,7 +210,7 @@ def _build_converter() -> cattrs.Converter:
         (Mapping[str, Link], _parse_links),
     ):
         conv.register_structure_hook_func(_is(generic), hook)
-    conv.register_structure_hook(str, lambda value, _: _text(value))
+    conv.register_structure_hook(str, _text)
     conv.register_unstructure_hook(JobState, lambda state: state.value)
     conv.register_unstructure_hook(datetime, _format_datetime)
     return conv

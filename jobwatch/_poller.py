@@ -7,7 +7,6 @@ over. One `JobPoll` serves every waiter on the same guid (single flight).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from typing import Protocol
@@ -83,7 +82,7 @@ class JobPoll:
 
     def remove(self, waiter: Waiter) -> bool:
         """Drop a waiter; True when nobody is left (the loop should stop)."""
-        with contextlib.suppress(ValueError):
+        if waiter in self.waiters:  # not when it has finished: no exception to raise and catch
             self.waiters.remove(waiter)
         return not self.waiters
 
@@ -189,8 +188,15 @@ class JobPoll:
             self._finish_checks(error)
 
     def _finish_checks(self, error: JobwatchError | None) -> None:
-        if all(waiter.until_terminal for waiter in self.waiters):
-            return  # the common case, on every answer: no list built
+        waiters = self.waiters
+        if len(waiters) == 1:  # the common case, on every answer: no list built
+            waiter = waiters[0]
+            if not waiter.until_terminal:
+                self.waiters = []
+                waiter.finish(self.last, error)
+            return
+        if all(waiter.until_terminal for waiter in waiters):
+            return
         checks = [waiter for waiter in self.waiters if not waiter.until_terminal]
         if checks:
             self.waiters = [waiter for waiter in self.waiters if waiter.until_terminal]

@@ -201,7 +201,10 @@ class ApiBase:
             InvalidJobReference: as `resolve`, or a response without `Location`.
         """
         if isinstance(job, str):
-            return self.resolve(job)[0], None
+            if "://" in job:
+                return self._resolve_url(job)[0], None
+            check_guid(job)  # the common case: no URL built only to be dropped
+            return job, None
         location, accepted = accepted_location(job)
         if location.startswith("/") and not location.startswith("//"):
             location = self.url + location  # a relative Location names the same origin

@@ -347,7 +347,8 @@ class Scheduler:
                 self._done(poll, None)
             return
         poll.task = None
-        self._answered(loop.time())
+        now = loop.time()
+        self._answered(now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "job %s state %s attempt %d [request id %s]",
@@ -358,12 +359,10 @@ class Scheduler:
             )
         if self.hooks:
             offset = self._transport.budget.clock_offset
-            self.hooks.polled(poll, job, None, request_id, loop.time() - sent, offset)
+            self.hooks.polled(poll, job, None, request_id, now - sent, offset)
         learned = self.learned
         server_now = time.time() + (self._transport.budget.clock_offset or 0.0) if learned else 0.0
-        self._done(
-            poll, poll.succeeded(job, loop.time(), self._policy, self._rng, learned, server_now)
-        )
+        self._done(poll, poll.succeeded(job, now, self._policy, self._rng, learned, server_now))
 
     def _answered(self, now: float) -> None:
         gate = self.gate

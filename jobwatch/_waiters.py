@@ -204,19 +204,14 @@ async def run_watch(
 class _Member:
     """One job of a bulk call: a few slots, no task, no future."""
 
-    __slots__ = ("batch", "poll")
+    __slots__ = ("batch", "deadline", "poll", "until_terminal")
 
     def __init__(self, batch: BatchWait) -> None:
         self.batch = batch
         self.poll: JobPoll | None = None
-
-    @property
-    def deadline(self) -> float:
-        return self.batch.deadline
-
-    @property
-    def until_terminal(self) -> bool:
-        return self.batch.until_terminal
+        # The call's, copied: read on every answer, and fixed for the call.
+        self.deadline = batch.deadline
+        self.until_terminal = batch.until_terminal
 
     def update(self, job: Job) -> None:
         self.batch.updated(job)
