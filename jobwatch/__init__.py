@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from ._auth import RefreshableTokenProvider, TokenProvider, UAATokenProvider
+from ._auth import RefreshableTokenProvider, TokenProvider
 from ._client import (
     DEFAULT_RATE_LIMIT_SHARE,
     DEFAULT_TIMEOUT,
@@ -50,6 +50,7 @@ from ._hooks import (
 from ._models import ErrorDetail, Job, JobState, JobWarning, Link
 from ._policy import PollPolicy, RetryPolicy
 from ._refs import AcceptedResponse, JobRef
+from ._uaa import UAATokenProvider
 from ._waiters import OnUpdate, Outcome
 
 try:

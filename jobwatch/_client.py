@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, TypedDict, TypeVar, Unpack
 
 import attrs
 
-from ._auth import Credentials, Token, UAATokenProvider, read_cf_config
+from ._auth import Credentials, Token
+from ._cfconfig import read_cf_config
 from ._errors import JobFailed
 from ._hooks import Emitter, Hook
 from ._models import Job, JobState
@@ -22,6 +23,7 @@ from ._policy import PollPolicy, RetryPolicy
 from ._refs import Accepted, ApiBase, JobRef
 from ._scheduler import Scheduler
 from ._transport import Transport
+from ._uaa import UAATokenProvider
 from ._waiters import BatchWait, OnUpdate, Outcome, StreamWait, run_single, run_watch
 
 if TYPE_CHECKING:

@@ -24,7 +24,9 @@ from aiohttp import web
 import jobwatch
 from jobwatch import RetryPolicy, UAATokenProvider
 from jobwatch import _auth as auth_module
-from jobwatch._auth import Token, jwt_expiry, read_cf_config, uaa_token_url
+from jobwatch._auth import Token, jwt_expiry
+from jobwatch._cfconfig import read_cf_config
+from jobwatch._uaa import uaa_token_url
 from jobwatch.testing import FakeCloudController, FakeResponse
 
 # Test mode: clients keep the default policies and sleep through none of their intervals.

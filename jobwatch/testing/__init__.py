@@ -18,9 +18,10 @@ endpoint).
 from __future__ import annotations
 
 from .._testing_mode import is_testing, set_testing
-from ._controller import FakeCloudController, RecordedRequest
+from ._controller import FakeCloudController
 from ._faults import Fault, Outage
 from ._limiter import RateLimit
+from ._platform import RecordedRequest
 from ._responses import CC_ERRORS, FakeResponse
 
 __all__ = [

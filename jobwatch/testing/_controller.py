@@ -10,12 +10,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import attrs
 from aiohttp import hdrs, web
 
 from ._faults import Fault, Outage, _abort, _fault_table, _serve_cut, _serve_huge
 from ._limiter import RateLimit, _Limiter
-from ._platform import _Platform
+from ._platform import RecordedRequest, _Platform
 from ._responses import (
     _INVALID_TOKEN,
     _JOB_NOT_FOUND,
@@ -39,26 +38,14 @@ from ._scripts import (
     _Script,
     _Unset,
 )
-from ._uaa import _error_body, _grant_error, _token_body
+from ._uaa import _grant
 
 if TYPE_CHECKING:
     from .._client import Client
 
-__all__ = ["FakeCloudController", "RecordedRequest"]
+__all__ = ["FakeCloudController"]
 
 _JOBS_PREFIX_LEN = len(_JOBS_PREFIX)
-
-
-@attrs.frozen
-class RecordedRequest:
-    """What the fake saw of one request, so tests can assert on traffic."""
-
-    method: str
-    path: str
-    guid: str | None
-    authorization: str | None
-    host: str | None
-    time: float
 
 
 class FakeCloudController(_Platform):
@@ -502,15 +489,11 @@ class FakeCloudController(_Platform):
             return _abort(request)
         form = await request.post()
         basic = request.headers.get(hdrs.AUTHORIZATION, "")
-        refused = _grant_error(form, basic, self.uaa_client, self.refresh_token)
-        if refused is not None:
-            status, error, description = refused
-            body = _error_body(error, description)
-            return web.Response(status=status, body=body, headers=self._headers(_JSON))
-        token = f"access-token-{self.refresh_calls}"
-        self.token = token
-        body = _token_body(token, self.refresh_token)
-        return web.Response(body=body, headers=self._headers(_JSON))
+        minted = f"access-token-{self.refresh_calls}"
+        status, body = _grant(form, basic, self.uaa_client, self.refresh_token, minted)
+        if status == 200:
+            self.token = minted
+        return web.Response(status=status, body=body, headers=self._headers(_JSON))
 
     def _root(self) -> web.Response:
         return web.Response(body=_root_body(self.url), headers=self._headers(_JSON))

@@ -20,10 +20,23 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+import attrs
 from aiohttp import hdrs, web
 
 from ._faults import _FAULT_RESPONSES, Fault, Outage, _abort, _reset
 from ._responses import FakeResponse, _encode_body
+
+
+@attrs.frozen
+class RecordedRequest:
+    """What the fake saw of one request, so tests can assert on traffic."""
+
+    method: str
+    path: str
+    guid: str | None
+    authorization: str | None
+    host: str | None
+    time: float
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:

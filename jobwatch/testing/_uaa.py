@@ -3,7 +3,7 @@
 Only the refresh-token grant is faked; the client authenticates with HTTP
 Basic or with `client_id`/`client_secret` in the form. The server counts the
 calls and mints the token; this module says whether a grant is good and
-writes the UAA's JSON.
+writes the UAA's answer.
 """
 
 from __future__ import annotations
@@ -14,6 +14,21 @@ import uuid
 from collections.abc import Mapping
 
 from ._responses import _dumps
+
+
+def _grant(
+    form: Mapping[str, object],
+    basic: str,
+    client: tuple[str, str],
+    refresh_token: str,
+    minted: str,
+) -> tuple[int, bytes]:
+    """The UAA's status and JSON for a grant: `minted` as the access token if it is good."""
+    refused = _grant_error(form, basic, client, refresh_token)
+    if refused is None:
+        return 200, _token_body(minted, refresh_token)
+    status, error, description = refused
+    return status, _error_body(error, description)
 
 
 def _grant_error(
