@@ -356,27 +356,6 @@ async def test_watch_timeout_raises(cc: FakeCloudController, cf: jobwatch.Client
     assert [job.state for job in seen] == ["PROCESSING"]
 
 
-async def test_cancelling_a_wait_is_prompt_and_leaves_nothing(cc: FakeCloudController) -> None:
-    """Cancellation propagates at once; the poll loop, its request and task are gone."""
-    guid = cc.add_job(states=("PROCESSING",))
-    async with cc.client() as cf:
-        cc.inject(guid, FakeResponse(delay=5, body={"guid": guid, "state": "COMPLETE"}))
-        task = asyncio.ensure_future(cf.wait_for_job(guid, timeout=10))
-        while cc.in_flight == 0:
-            await asyncio.sleep(0.001)
-        started = time.monotonic()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert time.monotonic() - started < 0.1
-        await asyncio.sleep(0.01)
-        assert cf.stats.waiting == 0
-        assert cf.stats.in_flight == 0
-        polls = cc.polls(guid)
-        await asyncio.sleep(0.05)
-        assert cc.polls(guid) == polls
-
-
 async def test_session_passed_in_stays_open(cc: FakeCloudController) -> None:
     """A borrowed session is used and never closed by jobwatch."""
     guid = cc.add_job(states=("COMPLETE",))

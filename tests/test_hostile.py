@@ -261,6 +261,7 @@ def test_non_string_reference_is_shown_short() -> None:
         "https://api.example.org/v3",
         "https://api.example.org/v3/",
         "https://api.example.org/cf",
+        "https://api.example.org/cf/",
         "https://api.example.org//",
         "https://api.example.org/v3/jobs/",
     ],
