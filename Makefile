@@ -23,8 +23,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict jobwatch tests/typing
 
+# Every test, the slow ones too: pyproject.toml's addopts leave them out of a plain
+# `pytest`, and this later -m wins.
 test: lint typecheck
-	$(BIN)/python -m pytest --cov --cov-report=term
+	$(BIN)/python -m pytest --cov --cov-report=term -m "slow or not slow"
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict turns every
 # warning (a broken link or anchor, a page missing from the nav) into a failure.

@@ -1,7 +1,8 @@
 """The test suite on every Python that `requires-python` promises.
 
-    nox                    # pytest on each of 3.11, 3.12, 3.13 found here
+    nox                    # pytest on each of 3.11, 3.12, 3.13 found here, slow tests too
     nox -s tests-3.12      # one of them; arguments after `--` go to pytest
+    nox -s tests-3.12 -- -m "not slow"     # without the slow tests
 
 Each session installs `.[dev,cli]` (not editable) into its own venv under
 build/ci/nox. Lint, mypy and coverage run once, on the default Python, in
@@ -64,8 +65,10 @@ _expose_interpreters()
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The whole pytest suite, no coverage (that is `make test`'s)."""
+    """The whole pytest suite, the slow tests too; no coverage (that is `make test`'s)."""
     session.install(".[dev,cli]")
     # A cache of its own: .ci/run may run two of these sessions at once.
     cache = BUILD / "pytest-cache" / str(session.python)
-    session.run("python", "-m", "pytest", "-o", f"cache_dir={cache}", *session.posargs)
+    # `-m`: every test (addopts leave the slow ones out); one in posargs comes later and wins.
+    every = ["-m", "slow or not slow"]
+    session.run("python", "-m", "pytest", "-o", f"cache_dir={cache}", *every, *session.posargs)

@@ -1,4 +1,7 @@
-"""Shared fixtures: the aioresponses compatibility shim, test mode, and leak guards."""
+"""Shared fixtures: the fake `cc`, `http`, the aioresponses shim, test mode, leak guards.
+
+The constants and helpers the modules share (`TOKEN`, `fast_client`, ...) are in helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,31 @@ import pytest
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 
-from jobwatch.testing import is_testing, set_testing
+from jobwatch.testing import FakeCloudController, is_testing, set_testing
+
+from .helpers import AUTH, TOKEN
 
 # Our own plugin (the `fake_cloud_controller` fixture), loaded here rather than through
 # its entry point (turned off in pyproject.toml) so that coverage sees jobwatch imported.
 pytest_plugins = ["jobwatch.testing._pytest_plugin"]
+
+
+@pytest.fixture
+async def cc() -> AsyncIterator[FakeCloudController]:
+    """A fake controller on loopback, on this test's loop, accepting `TOKEN` only.
+
+    `cc.client()` sends that token. A test that needs a fake configured otherwise
+    (a rate limit, a skewed clock, another token) starts its own.
+    """
+    async with FakeCloudController(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session sending `TOKEN` on every request (to talk to a fake raw)."""
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        yield session
 
 
 class _NoWriter:

@@ -15,6 +15,7 @@ from benchmarks import economy, outage, ratelimited, soak
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # left out of a plain `pytest`; `make test` and nox run it
 @pytest.mark.timeout(280)  # a subprocess of ~35 s that a loaded CI machine may triple
 def test_quick_benchmarks_run_and_report_every_section(tmp_path: Path) -> None:
     """`python -m benchmarks --quick` finishes and writes a report with every section."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import pytest
@@ -19,12 +18,6 @@ from .helpers import fast_client
 # intervals. The tests that need real intervals (spacing, pacing, far-off polls)
 # turn it off and say which policies they use.
 pytestmark = pytest.mark.usefixtures("testing_mode")
-
-
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    async with FakeCloudController() as server:
-        yield server
 
 
 async def test_results_keep_input_order_and_collapse_duplicates(
@@ -106,24 +99,6 @@ async def test_as_completed_yields_in_completion_order(cc: FakeCloudController) 
     assert order == [quick, slow]
 
 
-async def test_leaving_as_completed_early_stops_the_rest(cc: FakeCloudController) -> None:
-    """Closing the iterator early ends the other poll loops."""
-    quick = cc.add_job(states=("COMPLETE",))
-    never = cc.add_job(states=("PROCESSING",))
-    async with cc.client() as cf:
-        async with aclosing(cf.as_completed([quick, never], timeout=5)) as outcomes:
-            async for outcome in outcomes:
-                assert outcome.guid == quick
-                break
-        assert cf.stats.waiting == 0
-        # The request in flight when the loop was left may still reach the server; no other.
-        polls = cc.polls(never) + 1
-        await asyncio.sleep(0.05)
-        assert cc.polls(never) <= polls
-        await asyncio.sleep(0.05)
-        assert cc.polls(never) <= polls
-
-
 async def test_server_never_sees_more_than_max_in_flight(cc: FakeCloudController) -> None:
     """All requests of a client share one in-flight limit."""
     guids = cc.add_jobs(200, states=("PROCESSING", "COMPLETE"))
@@ -138,7 +113,7 @@ async def test_single_flight_across_bulk_and_single_waits(cc: FakeCloudControlle
     """Waits on the same guid share one poll loop, whichever call started them."""
     set_testing(False)  # this test needs the intervals of its policies
     guid = cc.add_job(states=("PROCESSING",) * 5 + ("COMPLETE",))
-    async with fast_client(cc.url) as cf:
+    async with fast_client(cc) as cf:
         results = await asyncio.gather(
             cf.wait_for_job(guid, timeout=5),
             cf.wait_for_job(cc.job_url(guid), timeout=5),
@@ -158,7 +133,7 @@ async def test_status_check_joins_a_running_loop_with_a_fresh_poll(
     set_testing(False)  # this test needs the intervals of its policies
     guid = cc.add_job(states=("POLLING",) * 3 + ("COMPLETE",))
     policy = jobwatch.PollPolicy(polling_initial=10, polling_maximum=10)
-    async with fast_client(cc.url, poll=policy) as cf:
+    async with fast_client(cc, poll=policy) as cf:
         waiter = asyncio.ensure_future(cf.wait_for_job(guid, timeout=5))
         while cf.stats.requests < 1:  # the first answer is in: no request on its way
             await asyncio.sleep(0.001)
@@ -175,7 +150,7 @@ async def test_one_cancelled_waiter_leaves_the_others_polling(cc: FakeCloudContr
     """Cancelling one single-flight waiter ends only that caller."""
     set_testing(False)  # this test needs the intervals of its policies
     guid = cc.add_job(states=("PROCESSING",) * 8 + ("COMPLETE",))
-    async with fast_client(cc.url) as cf:
+    async with fast_client(cc) as cf:
         first = asyncio.ensure_future(cf.wait_for_job(guid, timeout=5))
         second = asyncio.ensure_future(cf.wait_for_jobs([guid], timeout=5))
         while cc.polls(guid) < 2:
@@ -228,7 +203,7 @@ async def test_rate_limited_budget_is_paced_without_429(cc: FakeCloudController)
         guids = [
             limited.add_job(timeline=((0.0, "PROCESSING"), (0.6, "COMPLETE"))) for _ in range(25)
         ]
-        async with fast_client(limited.url) as cf:
+        async with fast_client(limited) as cf:
             started = time.monotonic()
             outcomes = await cf.wait_for_jobs(guids, timeout=20)
             elapsed = time.monotonic() - started
@@ -245,7 +220,7 @@ async def test_without_rate_limit_headers_nothing_is_paced(cc: FakeCloudControll
     """An API that sends no rate-limit headers is polled on the plain schedule."""
     set_testing(False)  # this test needs the intervals of its policies
     guids = cc.add_jobs(30, states=("PROCESSING",) * 3 + ("COMPLETE",))
-    async with fast_client(cc.url) as cf:
+    async with fast_client(cc) as cf:
         started = time.monotonic()
         await cf.wait_for_jobs(guids, timeout=5)
         assert time.monotonic() - started < 1.0
@@ -337,7 +312,7 @@ async def test_cancelled_waits_do_not_keep_their_jobs_in_the_heap(
     set_testing(False)  # this test needs the intervals of its policies
     guids = cc.add_jobs(3000, states=("PROCESSING",))
     slow = jobwatch.PollPolicy(initial=3600, maximum=3600)
-    async with fast_client(cc.url, poll=slow, max_in_flight=64) as cf:
+    async with fast_client(cc, poll=slow, max_in_flight=64) as cf:
         task = asyncio.ensure_future(cf.wait_for_jobs(guids, timeout=None))
         while cf.stats.requests < len(guids):
             await asyncio.sleep(0.01)

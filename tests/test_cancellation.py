@@ -7,7 +7,7 @@ import gc
 import itertools
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -18,24 +18,10 @@ import jobwatch
 from jobwatch._poller import JobPoll, RetryRules
 from jobwatch.testing import FakeCloudController, FakeResponse, Fault
 
-from .helpers import FAST_POLL, FAST_RETRY
+from .helpers import TOKEN, fast_client
 
-TOKEN = "cancel-token"
 #: Cancellation must reach the caller within this, whatever is in flight.
 PROMPT = 0.1
-
-
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    async with FakeCloudController(token=TOKEN) as fake:
-        yield fake
-
-
-def _client(cc: FakeCloudController, **kwargs: Any) -> jobwatch.Client:
-    kwargs.setdefault("token", TOKEN)
-    kwargs.setdefault("poll", FAST_POLL)
-    kwargs.setdefault("retry", FAST_RETRY)
-    return jobwatch.Client(cc.url, **kwargs)
 
 
 def connections_in_use(cf: jobwatch.Client) -> int:
@@ -138,7 +124,7 @@ async def test_cancel_during_a_request_is_prompt_and_leaves_nothing(
     """A request the server sits on is abandoned at once: no loop, task or connection stays."""
     guid = cc.add_job(states=("PROCESSING",))
     cc.inject(guid, FakeResponse(body=processing_body(cc, guid), delay=10))
-    cf = _client(cc)
+    cf = fast_client(cc)
     task = asyncio.ensure_future(CALLS[call](cf, guid))
     await until(lambda: cc.in_flight == 1 and connections_in_use(cf) == 1)
     await cancel_promptly(task)
@@ -150,7 +136,7 @@ async def test_cancel_during_a_backoff_sleep(cc: FakeCloudController) -> None:
     """A wait sleeping before its retry ends at once, and the retry never goes out."""
     guid = cc.add_job(states=("COMPLETE",))
     cc.inject(guid, FakeResponse.error(500))
-    cf = _client(cc, retry=jobwatch.RetryPolicy(initial=5.0, maximum=5.0))
+    cf = fast_client(cc, retry=jobwatch.RetryPolicy(initial=5.0, maximum=5.0))
     task = asyncio.ensure_future(cf.wait_for_job(guid, timeout=30))
     await until(lambda: cf.stats.retries == 1 and cf.stats.in_flight == 0)
     assert cc.polls(guid) == 1
@@ -188,7 +174,7 @@ async def test_cancel_during_a_token_refresh() -> None:
     async with expiring:
         guid = expiring.add_job(states=("PROCESSING", "COMPLETE"))
         provider = SlowRefresh(expiring)
-        cf = _client(expiring, token=provider)
+        cf = fast_client(expiring, token=provider)
         task = asyncio.ensure_future(cf.wait_for_job(guid, timeout=10))
         await asyncio.wait_for(provider.refreshing.wait(), 2)
         assert expiring.polls(guid) == 2  # PROCESSING, then the 401 that asked for a refresh
@@ -207,7 +193,7 @@ async def test_cancel_one_single_flight_waiter_keeps_the_others(cc: FakeCloudCon
     """The other waiters on the guid get their result from the same, single poll loop."""
     guid = cc.add_job(timeline=((0.0, "PROCESSING"), (0.25, "COMPLETE")))
     every = jobwatch.PollPolicy(initial=0.05, maximum=0.05, jitter=0)
-    cf = _client(cc, poll=every)
+    cf = fast_client(cc, poll=every)
     waiters = [asyncio.ensure_future(cf.wait_for_job(guid, timeout=5)) for _ in range(3)]
     await until(lambda: cc.polls(guid) >= 2)
     await cancel_promptly(waiters[1])
@@ -229,7 +215,7 @@ async def test_cancel_a_bulk_wait_midway(cc: FakeCloudController) -> None:
     quick = cc.add_jobs(20, states=("PROCESSING", "COMPLETE"))
     slow = cc.add_jobs(20, states=("PROCESSING",))
     shared = cc.add_job(timeline=((0.0, "PROCESSING"), (0.3, "COMPLETE")))
-    cf = _client(cc)
+    cf = fast_client(cc)
     bulk = asyncio.ensure_future(cf.wait_for_jobs([*quick, *slow, shared], timeout=10))
     single = asyncio.ensure_future(cf.wait_for_job(shared, timeout=10))
     await until(lambda: all(cc.polls(guid) >= 2 for guid in quick))
@@ -245,7 +231,7 @@ async def test_cancel_a_bulk_wait_midway(cc: FakeCloudController) -> None:
 async def test_leaving_as_completed_early_stops_the_rest(cc: FakeCloudController) -> None:
     """Closing the as_completed iterator after a few outcomes ends every other loop."""
     guids = cc.add_jobs(5, states=("COMPLETE",)) + cc.add_jobs(5, states=("PROCESSING",))
-    cf = _client(cc)
+    cf = fast_client(cc)
     seen = []
     async with aclosing(cf.as_completed(guids, timeout=10)) as outcomes:
         async for outcome in outcomes:
@@ -260,7 +246,7 @@ async def test_leaving_as_completed_early_stops_the_rest(cc: FakeCloudController
 async def test_closing_the_client_ends_waits_with_client_closed(cc: FakeCloudController) -> None:
     """aclose() during waits ends them with ClientClosed, never a hang or a stray task."""
     guid = cc.add_job(states=("PROCESSING",))
-    cf = _client(cc)
+    cf = fast_client(cc)
     task = asyncio.ensure_future(cf.wait_for_job(guid, timeout=10))
     await until(lambda: cc.polls(guid) >= 1)
     await close_cleanly(cf)
@@ -367,7 +353,7 @@ async def _deadline_case(
     first = [] if method == "get_job" else [FakeResponse(body=processing_body(cc, guid))]
     cc.inject(guid, *first, *[row.item] * 400)
     # The default request_timeout (30 s): only the deadline can cut a stalled request short.
-    async with _client(cc, retry=BOUNDED) as cf:
+    async with fast_client(cc, retry=BOUNDED) as cf:
         started = time.monotonic()
         result: Any = None
         error: BaseException | None = None

@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -35,7 +35,8 @@ from jobwatch._cli import (
 )
 from jobwatch.testing import FakeCloudController
 
-TOKEN = "cli-test-token"
+from .helpers import TOKEN
+
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_ERROR = {
     "code": 10009,
@@ -137,13 +138,6 @@ def write_cf_config(home: Path, target: str, token: str = TOKEN) -> None:
         "MinRecommendedCLIVersion": "",
     }
     (home / ".cf" / "config.json").write_text(json.dumps(config), encoding="utf-8")
-
-
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    """A fake controller on this test's loop, so it serves while the command runs."""
-    async with FakeCloudController(token=TOKEN) as fake:
-        yield fake
 
 
 @pytest.fixture

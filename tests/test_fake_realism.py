@@ -9,41 +9,22 @@ import math
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 
 import aiohttp
-import jsonschema
 import pytest
 from multidict import CIMultiDictProxy
 
 from jobwatch.testing import FakeCloudController, FakeResponse, Fault, Outage, RateLimit
 
-from .helpers import get
+from .helpers import AUTH, TOKEN, get, schema_validator
 
-TOKEN = "abc"
-AUTH = {"Authorization": f"bearer {TOKEN}"}
 HTTP_DATE = re.compile(r"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
-ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 RATE_LIMITED = (
     b'{"errors":[{"detail":"Rate Limit Exceeded","title":"CF-RateLimitExceeded","code":10013}]}'
 )
-SCHEMA = Path(__file__).resolve().parent / "data/cc-v3-job.schema.json"
 
 pytestmark = pytest.mark.usefixtures("no_server_errors_logged")
-
-
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    async with FakeCloudController(token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(headers=AUTH) as session:
-        yield session
 
 
 async def raw(http: aiohttp.ClientSession, url: str) -> tuple[aiohttp.ClientResponse, bytes]:
@@ -68,23 +49,6 @@ def date_of(headers: CIMultiDictProxy[str]) -> float:
 
 def epoch_of(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def validator(definition: str) -> jsonschema.Draft202012Validator:
-    """A definition of the vendored schema, with date-time checked as the controller writes it."""
-    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    schema["$ref"] = f"#/$defs/{definition}"
-    checker = jsonschema.FormatChecker()
-
-    @checker.checks("date-time", raises=ValueError)
-    def _date_time(value: object) -> bool:
-        if isinstance(value, str):
-            if not ISO.match(value):
-                raise ValueError(value)
-            epoch_of(value)
-        return True
-
-    return jsonschema.Draft202012Validator(schema, format_checker=checker)
 
 
 def offset_ending_at(end: float, length: float) -> float:
@@ -416,7 +380,7 @@ async def test_json_outages_are_the_controllers_errors(
     cc: FakeCloudController, http: aiohttp.ClientSession
 ) -> None:
     """DB_503 is CF-ServiceUnavailable 10015, UAA_502 is CF-UaaUnavailable 20004."""
-    envelope = validator("errors")
+    envelope = schema_validator("errors")
     guid = cc.add_job()
     seen = []
     for kind in (Outage.DB_503, Outage.UAA_502):
@@ -770,7 +734,7 @@ async def test_every_new_json_body_matches_the_schema(
     http: aiohttp.ClientSession,
 ) -> None:
     """The new JSON errors validate as error envelopes; jobs on a skewed clock as jobs."""
-    envelope, published = validator("errors"), validator("job")
+    envelope, published = schema_validator("errors"), schema_validator("job")
     jsons = [
         FakeResponse.db_unavailable_503(),
         FakeResponse.uaa_unavailable_502(),

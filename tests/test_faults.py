@@ -13,20 +13,19 @@ import json
 import re
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import attrs
-import jsonschema
 import pytest
 
 import jobwatch
 from jobwatch._gate import CLOSE_AFTER
 from jobwatch.testing import FakeCloudController, FakeResponse, Fault
 
-TOKEN = "matrix-token"
+from .helpers import TOKEN, schema_validator
+
 #: Consecutive failed attempts before a status check gives up, in every row below.
 ATTEMPTS = 3
 RETRY = jobwatch.RetryPolicy(initial=0.002, maximum=0.005, attempts=ATTEMPTS)
@@ -361,12 +360,6 @@ def _closes_the_gate(item: Item) -> bool:
 pytestmark = pytest.mark.usefixtures("no_server_errors_logged")
 
 
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    async with FakeCloudController(token=TOKEN) as fake:
-        yield fake
-
-
 def _client(cc: FakeCloudController, *, slow: bool = True) -> jobwatch.Client:
     """`slow`: the short request timeout the stalling faults need; others get a roomy one,
     so a loaded machine's 100 ms pause is never taken for a fault (an extra GET)."""
@@ -676,19 +669,11 @@ def test_docs_failure_semantics_is_this_table() -> None:
 # -- what the fake serves in place of a job -------------------------------------------------
 
 
-def _schema_validator(definition: str) -> Any:
-    """A definition of the vendored Cloud Controller schema (tests/data)."""
-    path = Path(__file__).resolve().parent / "data" / "cc-v3-job.schema.json"
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    schema["$ref"] = f"#/$defs/{definition}"
-    return jsonschema.Draft202012Validator(schema)
-
-
 async def test_error_bodies_the_fake_serves_conform_to_the_schema(
     cc: FakeCloudController,
 ) -> None:
     """Every JSON error of the table (and the fake's own 401/404) has the controller's shape."""
-    envelope, bare = _schema_validator("errors"), _schema_validator("error")
+    envelope, bare = schema_validator("errors"), schema_validator("error")
     guid = cc.add_job()
     items = dict.fromkeys(row.item for row in TABLE if row.probability is None)
     served = [

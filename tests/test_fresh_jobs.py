@@ -6,7 +6,7 @@ import asyncio
 import email.utils
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 import pytest
@@ -14,6 +14,8 @@ import pytest
 import jobwatch
 from jobwatch import InvalidJobReference, PollPolicy
 from jobwatch.testing import FakeCloudController, RateLimit, set_testing
+
+from .helpers import AUTH, TOKEN
 
 #: 0.3 s before the first GET of a fresh job, then 0.3, 0.6, ...: no jitter, to measure.
 POLICY = PollPolicy(initial=0.3, maximum=1.2, multiplier=2.0, jitter=0.0)
@@ -45,13 +47,6 @@ def first_get(cc: FakeCloudController, guid: str) -> float:
 def gets(cc: FakeCloudController, guid: str) -> list[float]:
     """Loop times of every GET of the job."""
     return [request.time for request in cc.requests if request.guid == guid]
-
-
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    """A fake controller on loopback."""
-    async with FakeCloudController() as fake:
-        yield fake
 
 
 async def test_a_fresh_202_is_first_polled_after_its_first_interval(
@@ -310,7 +305,7 @@ async def test_a_real_aiohttp_202_is_taken_as_it_comes(cc: FakeCloudController) 
     async with (
         aiohttp.ClientSession() as session,
         cc.client(poll=POLICY) as cf,
-        session.delete(f"{cc.url}/v3/apps/my-app") as resp,
+        session.delete(f"{cc.url}/v3/apps/my-app", headers=AUTH) as resp,
     ):
         assert resp.status == 202
         started = time.monotonic()
@@ -435,7 +430,7 @@ async def test_cli_client_spends_the_share_it_was_given(
     """The flag's value reaches the client's rate budget."""
     from jobwatch._cli import TOKEN_ENV, make_client
 
-    monkeypatch.setenv(TOKEN_ENV, "any-token")
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
     cf = await make_client(cc.url, max_in_flight=3, rate_limit_share=0.25)
     async with cf:
         assert cf._transport.budget.share == 0.25

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import pytest
@@ -70,15 +69,9 @@ def starts(recorder: Recorder) -> list[WaitStarted]:
     return [e for e in recorder.events if isinstance(e, WaitStarted)]
 
 
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    async with FakeCloudController() as server:
-        yield server
-
-
 async def test_no_hook_means_no_emitter(cc: FakeCloudController) -> None:
     """Without hooks the scheduler holds None: the poll path tests one falsy attribute."""
-    async with fast_client(cc.url) as cf:
+    async with fast_client(cc) as cf:
         assert cf.hooks == ()
         assert cf._scheduler.hooks is None
         assert cf._scheduler.gate.hooks is None
@@ -94,7 +87,7 @@ async def test_a_wait_reports_each_poll_then_its_end(cc: FakeCloudController) ->
     """Each poll is reported with status, state, attempt and request id; then the wait's end."""
     guid = cc.add_job(states=("PROCESSING", "PROCESSING", "COMPLETE"), operation="app.delete")
     recorder = Recorder()
-    async with fast_client(cc.url, hooks=[recorder]) as cf:
+    async with fast_client(cc, hooks=[recorder]) as cf:
         job = await cf.wait_for_job(guid, timeout=5)
     seen = polls(recorder)
     assert [p.state for p in seen] == ["PROCESSING", "PROCESSING", "COMPLETE"]
@@ -128,7 +121,7 @@ async def test_a_retry_is_reported_with_attempt_wait_and_error(cc: FakeCloudCont
     guid = cc.add_job(states=("COMPLETE",))
     cc.inject(guid, FakeResponse.router_502())
     recorder = Recorder()
-    async with fast_client(cc.url, hooks=[recorder]) as cf:
+    async with fast_client(cc, hooks=[recorder]) as cf:
         await cf.wait_for_job(guid, timeout=5)
     failed, answered = polls(recorder)
     assert (failed.status, failed.attempt, failed.job, failed.operation) == (502, 1, None, None)
@@ -159,7 +152,7 @@ async def test_every_way_of_waiting_ends_once_per_waiter(cc: FakeCloudController
         async for _ in cf.as_completed([guid], timeout=5):
             pass
 
-    async with fast_client(cc.url, hooks=[recorder]) as cf:
+    async with fast_client(cc, hooks=[recorder]) as cf:
         await asyncio.gather(
             cf.wait_for_job(guid, timeout=5),
             cf.wait_for_job(guid, timeout=5, on_update=lambda job: updates.append(job.state)),
@@ -197,7 +190,7 @@ async def test_failed_timed_out_and_cancelled_waits_say_so(cc: FakeCloudControll
     failed = cc.add_job(states=("PROCESSING", "FAILED"))
     slow = cc.add_job(states=("PROCESSING",))
     recorder = Recorder()
-    async with fast_client(cc.url, hooks=[recorder]) as cf:
+    async with fast_client(cc, hooks=[recorder]) as cf:
         with pytest.raises(jobwatch.JobFailed):
             await cf.wait_for_job(failed, timeout=5)
         with pytest.raises(jobwatch.JobTimeout):
@@ -234,7 +227,7 @@ async def test_leaving_a_stream_or_a_watch_early_ends_the_rest_cancelled(
     done = cc.add_job(states=("COMPLETE",))
     slow = cc.add_job(states=("PROCESSING",))
     recorder = Recorder()
-    async with fast_client(cc.url, hooks=[recorder]) as cf:
+    async with fast_client(cc, hooks=[recorder]) as cf:
         async with aclosing(cf.as_completed([done, slow], timeout=5)) as outcomes:
             async for outcome in outcomes:
                 assert outcome.guid == done
@@ -257,7 +250,7 @@ async def test_an_outage_is_reported_once_when_it_counts_and_when_it_ends(
     """The gate reports the outage once it outlives a probe, and its end on the first answer."""
     guids = cc.add_jobs(4, timeline=((0.0, "PROCESSING"), (0.5, "COMPLETE")))
     recorder = Recorder()
-    async with fast_client(cc.url, hooks=[recorder]) as cf:
+    async with fast_client(cc, hooks=[recorder]) as cf:
         cc.schedule_outage(Outage.ROUTER_503, 0.3, start=0.05)
         outcomes = await cf.wait_for_jobs(guids, timeout=10)
         stats = cf.stats
@@ -283,7 +276,7 @@ async def test_a_rate_limit_pause_is_reported_with_its_seconds(cc: FakeCloudCont
     cc.inject(guid, FakeResponse.rate_limited(retry_after=7))
     recorder = Recorder()
     with set_testing():
-        async with fast_client(cc.url, hooks=[recorder]) as cf:
+        async with fast_client(cc, hooks=[recorder]) as cf:
             await cf.wait_for_job(guid, timeout=5)
             paused = cf.stats.rate_limit_paused_seconds
     (pause,) = recorder.of(RateLimitPaused)
@@ -326,7 +319,7 @@ async def test_a_raising_hook_is_logged_once_and_polling_carries_on(
     guids = cc.add_jobs(3, states=("PROCESSING", "PROCESSING", "COMPLETE"))
     cc.inject(guids[0], FakeResponse.router_502())
     raising, recorder = Raising(), Recorder()
-    async with fast_client(cc.url, hooks=[raising, recorder]) as cf:
+    async with fast_client(cc, hooks=[raising, recorder]) as cf:
         outcomes = await cf.wait_for_jobs(guids, timeout=5)
         job = await cf.wait_for_job(guids[1], timeout=5)
     assert all(outcome.ok for outcome in outcomes.values())
@@ -368,7 +361,7 @@ async def test_a_hook_needs_only_the_methods_it_uses(cc: FakeCloudController) ->
     """Missing methods and `Hook`'s no-ops are skipped when the client is built."""
     guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
     ends_only, starts_only = EndsOnly(), StartsOnly()
-    async with fast_client(cc.url, hooks=[ends_only, starts_only]) as cf:  # type: ignore[list-item]
+    async with fast_client(cc, hooks=[ends_only, starts_only]) as cf:  # type: ignore[list-item]
         await cf.wait_for_job(guid, timeout=5)
         emitter = cf._scheduler.hooks
         assert emitter is not None
@@ -405,7 +398,7 @@ async def test_a_wait_ended_by_an_error_or_a_closed_client_says_error(
     """NotFound ends the wait as `error`; so does a client closed under a running wait."""
     slow = cc.add_job(states=("PROCESSING",))
     recorder = Recorder()
-    cf = fast_client(cc.url, hooks=[recorder])
+    cf = fast_client(cc, hooks=[recorder])
     with pytest.raises(jobwatch.NotFound):
         await cf.wait_for_job("no-such-job", timeout=5)
     task = asyncio.create_task(cf.wait_for_job(slow, timeout=5))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ from jobwatch._refs import ApiBase
 from jobwatch._transport import _job_from
 from jobwatch.testing import FakeCloudController, FakeResponse
 
-TOKEN = "hostile-token"
+from .helpers import TOKEN
+
 API = ApiBase.parse("https://api.example.org")
 GUID = "b19ae525-cbd3-4155-b156-dc0c2a431b4c"
 URL = f"https://api.example.org/v3/jobs/{GUID}"
@@ -261,6 +261,7 @@ def test_non_string_reference_is_shown_short() -> None:
         "https://api.example.org/v3",
         "https://api.example.org/v3/",
         "https://api.example.org/cf",
+        "https://api.example.org/cf/",
         "https://api.example.org//",
         "https://api.example.org/v3/jobs/",
     ],
@@ -292,12 +293,6 @@ def test_client_refuses_an_api_url_with_a_path() -> None:
 
 
 # -- over loopback HTTP ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    async with FakeCloudController(token=TOKEN) as fake:
-        yield fake
 
 
 def _json(status: int, body: bytes | str) -> FakeResponse:

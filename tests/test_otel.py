@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -65,12 +65,6 @@ def telemetry() -> Iterator[Telemetry]:
     telemetry.close()
 
 
-@pytest.fixture
-async def cc() -> AsyncIterator[FakeCloudController]:
-    async with FakeCloudController() as server:
-        yield server
-
-
 async def test_a_bulk_wait_with_a_failure_a_retry_and_an_outage(
     cc: FakeCloudController, telemetry: Telemetry
 ) -> None:
@@ -79,7 +73,7 @@ async def test_a_bulk_wait_with_a_failure_a_retry_and_an_outage(
     failed = cc.add_job(states=("PROCESSING", "FAILED"), operation="service_instance.create")
     flaky = cc.add_job(states=("PROCESSING", "COMPLETE"), operation="app.delete")
     cc.inject(flaky, FakeResponse.router_502())
-    async with fast_client(cc.url, hooks=[telemetry.hook]) as cf:
+    async with fast_client(cc, hooks=[telemetry.hook]) as cf:
         cc.schedule_outage(Outage.ROUTER_503, 0.3, start=0.05)
         outcomes = await cf.wait_for_jobs([*ok, failed, flaky], timeout=10)
         stats = cf.stats
@@ -153,7 +147,7 @@ async def test_the_wait_span_is_a_child_of_the_callers_span(
     """Started in the caller's task, the wait's span nests under the caller's current span."""
     guid = cc.add_job(states=("PROCESSING", "COMPLETE"))
     tracer = telemetry.tracer_provider.get_tracer("test")
-    async with fast_client(cc.url, hooks=[telemetry.hook]) as cf:
+    async with fast_client(cc, hooks=[telemetry.hook]) as cf:
         with tracer.start_as_current_span("delete app") as parent:
             await cf.wait_for_job(guid, timeout=5)
     (wait,) = [s for s in telemetry.finished() if s.name == "jobwatch.wait_for_job"]
@@ -170,7 +164,7 @@ async def test_a_timeout_is_an_error_span_and_a_rate_limit_pause_a_metric(
     slow = cc.add_job(states=("PROCESSING",))
     limited = cc.add_job(states=("COMPLETE",))
     cc.inject(limited, FakeResponse.rate_limited(retry_after=7))
-    async with fast_client(cc.url, hooks=[telemetry.hook]) as cf:
+    async with fast_client(cc, hooks=[telemetry.hook]) as cf:
         with pytest.raises(jobwatch.JobTimeout):
             await cf.wait_for_job(slow, timeout=0.1)
         with set_testing():  # the 429's pause is counted, not slept through

@@ -18,6 +18,8 @@ import pytest
 import jobwatch
 from jobwatch.testing import FakeCloudController, FakeResponse, Outage
 
+from .helpers import TOKEN
+
 SCALE = 0.05
 OUTAGE = 20 * SCALE
 DEFAULT_POLL = jobwatch.PollPolicy()
@@ -37,8 +39,6 @@ RETRY = jobwatch.RetryPolicy(
 #: The longest the probe backoff gets (its cap plus jitter): how late after the
 #: API's return the first probe may come.
 PROBE_GAP = RETRY.maximum + RETRY.initial
-
-TOKEN = "outage-token"
 
 
 async def answered(cf: jobwatch.Client) -> None:

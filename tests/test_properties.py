@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import attrs
-import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +20,8 @@ from jobwatch._errors import is_transient_status, parse_error_body
 from jobwatch._models import structure_job, unstructure_job
 from jobwatch.testing import FakeCloudController, FakeResponse
 
-TOKEN = "property-token"
+from .helpers import TOKEN, schema_validator
+
 #: Modest: every example is a real GET over loopback (a few ms each).
 SETTINGS = settings(max_examples=60, deadline=None, database=None)
 KNOWN_STATES = ("PROCESSING", "POLLING", "COMPLETE", "FAILED")
@@ -258,29 +256,10 @@ def error_bodies(draw: st.DrawFn) -> tuple[bytes, tuple[jobwatch.ErrorDetail, ..
 
 # -- the schema ---------------------------------------------------------------------------
 
+#: Any RFC 3339 timestamp (what jobwatch reads), not only the controller's own `...:04Z`.
 RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
-
-
-def schema_validator(definition: str = "job_as_served") -> jsonschema.Draft202012Validator:
-    """A definition of the vendored schema (tests/data), with an RFC 3339 date-time check."""
-    env = os.environ.get("JOBWATCH_SCHEMA")
-    path = Path(env) if env else Path(__file__).resolve().parent / "data/cc-v3-job.schema.json"
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    schema["$ref"] = f"#/$defs/{definition}"
-    checker = jsonschema.FormatChecker()
-
-    # jsonschema checks date-time only with an optional extra installed: check it here.
-    @checker.checks("date-time", raises=ValueError)
-    def _date_time(value: object) -> bool:
-        if isinstance(value, str):
-            if not RFC3339.match(value):
-                raise ValueError(value)
-            datetime.strptime(value[:19].upper(), "%Y-%m-%dT%H:%M:%S")  # a real date
-        return True
-
-    return jsonschema.Draft202012Validator(schema, format_checker=checker)
 
 
 # -- the properties -----------------------------------------------------------------------
@@ -312,7 +291,7 @@ def test_any_json_body_gives_a_job_or_a_malformed_response() -> None:
 
 def test_every_schema_valid_job_gives_a_job_with_its_fields() -> None:
     """A body valid under job_as_served is a Job carrying exactly what the body said."""
-    validator = schema_validator()
+    validator = schema_validator("job_as_served", date_time=RFC3339)
     with served() as server:
 
         @SETTINGS

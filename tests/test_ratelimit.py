@@ -20,6 +20,8 @@ from jobwatch._ratelimit import (
 )
 from jobwatch.testing import FakeCloudController, FakeResponse, RateLimit
 
+from .helpers import TOKEN
+
 #: A server clock far from this machine's: every epoch must be read against `Date`.
 SERVER = 1_767_225_600.0
 
@@ -244,7 +246,6 @@ def test_without_a_date_the_learned_offset_is_used() -> None:
 
 POLL = jobwatch.PollPolicy(initial=0.1, maximum=0.1, jitter=0.1)
 RETRY = jobwatch.RetryPolicy(initial=0.05, maximum=0.5)
-TOKEN = "limited-token"
 
 
 async def wait_all(cc: FakeCloudController, guids: list[str], **kwargs: Any) -> tuple[float, Any]:

@@ -68,12 +68,6 @@ def test_non_string_reference_is_refused() -> None:
         API.resolve(123)  # type: ignore[arg-type]
 
 
-def test_api_with_a_path_is_refused() -> None:
-    """The API URL is its root: `…/v3` or any other path is a ConfigError naming the root."""
-    with pytest.raises(ConfigError, match=r"give https://gw\.example\.org instead"):
-        ApiBase.parse("https://gw.example.org/cf/")
-
-
 @pytest.mark.parametrize(
     "url",
     [

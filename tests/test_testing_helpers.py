@@ -16,7 +16,8 @@ import jobwatch
 import jobwatch.testing
 from jobwatch.testing import FakeCloudController, FakeResponse, Outage, is_testing, set_testing
 
-TOKEN = "helper-token"
+from .helpers import TOKEN
+
 FIVE_POLLS = ("PROCESSING", "PROCESSING", "PROCESSING", "PROCESSING", "COMPLETE")
 
 #: Every name `jobwatch.testing` exported when it was one module (but `serve_forever`,
