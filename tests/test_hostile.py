@@ -49,6 +49,46 @@ def _envelope(*errors: dict[str, Any]) -> bytes:
     return json.dumps({"errors": list(errors)}).encode()
 
 
+# -- the two decoders: orjson (the `fast` extra) and the stdlib answer alike ---------------
+
+#: Bodies where the decoders differ on their own (orjson refuses, json accepts or says
+#: why), and ordinary ones: with the fallback, a poll's result is the same either way.
+DECODER_CASES = {
+    "a job": _body(),
+    "too deep": TOO_DEEP.encode(),
+    "not JSON": b"<html>502 Bad Gateway</html>",
+    "cut off": _body()[:-7],
+    "empty": b"",
+    "NaN in a field": b'{"guid": "%s", "state": "PROCESSING", "operation": NaN}' % GUID.encode(),
+    "UTF-16": json.dumps({"guid": GUID, "state": "COMPLETE"}).encode("utf-16"),
+    "a byte-order mark": b"\xef\xbb\xbf" + _body(),
+    "a lone surrogate": _body(operation="\ud800"),
+    "invalid UTF-8": _body()[:-2] + b'\xff"}',
+    "an array": b"[1, 2]",
+    "another job": _body(guid="not-this-one"),
+}
+
+
+def _decoded(body: bytes) -> tuple[str, object]:
+    try:
+        return "job", _job_from(body, URL)
+    except jobwatch.MalformedResponse as exc:
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("body", DECODER_CASES.values(), ids=DECODER_CASES.keys())
+def test_orjson_and_the_stdlib_decode_a_poll_alike(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same Job, or the same MalformedResponse and message, with orjson or without."""
+    from jobwatch import _transport
+
+    assert _transport.fast_loads is not None  # the dev extra installs orjson
+    fast = _decoded(body)
+    monkeypatch.setattr(_transport, "fast_loads", None)
+    assert _decoded(body) == fast
+
+
 # -- a 200 that is not a job: always MalformedResponse ------------------------------------
 
 
