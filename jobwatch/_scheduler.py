@@ -31,7 +31,7 @@ from ._errors import (
     RateLimited,
     TransportError,
 )
-from ._gate import OutageGate, RetryRules
+from ._gate import CLOSE_AFTER, OutageGate, RetryRules
 from ._hooks import Emitter
 from ._learn import LearnedSchedule
 from ._models import JobState
@@ -84,8 +84,10 @@ class Scheduler:
         # rate budget is spread to last until then (or the window's reset).
         self._horizon = -INF
         # Requests sent before the API first answered: at most `max_in_flight` go
-        # out blind (no rate-limit headers known yet), then only the gate's probes.
-        self._blind = max_in_flight
+        # out blind (no rate-limit headers known yet), then only the gate's probes;
+        # never fewer than the failures that close the gate, or with a small
+        # `max_in_flight` nothing would ever go again.
+        self._blind = max(max_in_flight, CLOSE_AFTER)
         self.retries = 0
         self.closed = False
 

@@ -193,3 +193,32 @@ async def test_the_display_sees_the_outage_while_it_lasts() -> None:
             outcomes = await task
             assert cf.stats.unavailable_since is None
     assert all(o.ok for o in outcomes.values())
+
+
+def _refused_url() -> str:
+    """An http URL on loopback where nothing listens: every connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 2, 3])
+@pytest.mark.parametrize("call", ["get_job", "wait_for_job"])
+async def test_a_wrong_url_is_a_quick_error_whatever_max_in_flight(
+    max_in_flight: int, call: str
+) -> None:
+    """Never answered: `attempts` GETs, then the TransportError, however few may fly at once.
+
+    With `max_in_flight` below the three failures that close the outage gate, the
+    client used to send that many requests and then none: the call hung until its
+    deadline (a JobTimeout that lost the connection error).
+    """
+    async with jobwatch.Client(_refused_url(), retry=RETRY, max_in_flight=max_in_flight) as cf:
+        started = time.monotonic()
+        with pytest.raises(jobwatch.TransportError) as caught:
+            await getattr(cf, call)("b19ae525-cbd3-4155-b156-dc0c2a431b4c", timeout=30)
+        elapsed = time.monotonic() - started
+    assert caught.value.attempts == RETRY.attempts
+    assert cf.stats.no_answer == RETRY.attempts
+    assert elapsed < 10  # the backoff (x0.05) adds up to about a second, never the 30 s

@@ -672,37 +672,15 @@ async def test_a_closed_gate_sends_one_probe_at_a_time_spaced_by_the_backoff(
     await sched.close()
 
 
-BLIND_STALL = (
-    "bug: with max_in_flight below the gate's CLOSE_AFTER (3), a client whose API never "
-    "answered sends max_in_flight requests and then none: the retries wait for the gate, "
-    "which never closes"
-)
-
-
-@pytest.mark.parametrize(
-    "max_in_flight",
-    [
-        pytest.param(
-            1,
-            marks=pytest.mark.xfail(raises=TimeoutError, strict=True, reason=BLIND_STALL),
-        ),
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(raises=TimeoutError, strict=True, reason=BLIND_STALL),
-        ),
-        3,
-        32,
-    ],
-)
+@pytest.mark.parametrize("max_in_flight", [1, 2, 3, 32])
 async def test_an_api_that_never_answers_fails_a_status_check_after_attempts(
     clock: VirtualClock, max_in_flight: int
 ) -> None:
     """RetryPolicy: a call on a client that never had an answer raises after `attempts`.
 
-    Whatever `max_in_flight` is. With 1 or 2 the scheduler sends that many requests and
-    then none (`_blind` is spent, and only the closed gate's probes may go, but the gate
-    closes after 3 failures): the check waits for ever (a `timeout` turns it into
-    `JobTimeout`, with the transport error lost).
+    Whatever `max_in_flight` is. With 1 or 2 the scheduler used to send that many
+    requests and then none (the blind start spent, and only the closed gate's probes
+    may go, but the gate closes after 3 failures): the check waited for ever.
     """
     url = PREFIX + "g"
     transport = FakeTransport({"g": lambda n: TransportError("connection refused", url=url)})
