@@ -57,6 +57,24 @@ async def bulk_stdlib_json(client: jobwatch.Client, guids: Sequence[str]) -> Non
         _transport.fast_loads = fast
 
 
+async def transport_alone(client: jobwatch.Client, guids: Sequence[str], concurrency: int) -> None:
+    """The client's transport without its scheduler: decoding, structuring, bookkeeping.
+
+    Splits the gap to the raw loop in two: what a poll costs in `_transport` and
+    `_models`, and what the scheduler and the waiters add on top.
+    """
+    transport = client._transport  # the part measured on its own, on purpose
+    prefix = f"{client.api_url}/v3/jobs/"
+    pending = iter(guids)
+
+    async def worker() -> None:
+        for guid in pending:
+            transport.budget.sent(asyncio.get_running_loop().time())
+            await transport.fetch_job(prefix + guid)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
 async def get_job_loop(client: jobwatch.Client, guids: Sequence[str], concurrency: int) -> None:
     """`get_job` one at a time from as many coroutines as the raw loop has."""
     pending = iter(guids)
@@ -128,6 +146,7 @@ async def _measure(
             "get_jobs": lambda: bulk(client, guids),
             "get_job loop": lambda: get_job_loop(client, guids, CONCURRENCY),
             "get_jobs, stdlib json": lambda: bulk_stdlib_json(client, guids),
+            "transport alone": lambda: transport_alone(client, guids, CONCURRENCY),
         }
         for variant in variants.values():  # warm up connections, caches and code paths
             await variant()
@@ -164,10 +183,11 @@ def run(quick: bool, progress: Progress) -> Section:
     wall: dict[str, list[float]] = result["wall"]  # type: ignore[assignment]
     profiles: dict[str, tuple[dict[str, float], list[tuple[str, float]]]]
     profiles = result["profiles"]  # type: ignore[assignment]
-    expected = n * (4 * (rounds + 1) + 2 * profile_rounds)
+    expected = n * (5 * (rounds + 1) + 2 * profile_rounds)
     bulk_ratio = ratios(cpu["raw"], cpu["get_jobs"])
     loop_ratio = ratios(cpu["raw"], cpu["get_job loop"])
     stdlib_ratio = ratios(cpu["raw"], cpu["get_jobs, stdlib json"])
+    transport_ratio = ratios(cpu["raw"], cpu["transport alone"])
     decoder = "orjson" if _transport.fast_loads is not None else "the stdlib's json (no orjson)"
 
     section = Section("overhead", "1. Overhead per poll")
@@ -195,7 +215,8 @@ def run(quick: bool, progress: Progress) -> Section:
     section.add(
         f"{n} jobs that stay PROCESSING; each round sends one GET per job with each "
         f"variant in turn (raw, `get_jobs`, `get_job` loop, `get_jobs` decoding with the "
-        f"stdlib's json; A B C D A B C D …), jobwatch's decoder {decoder} unless said, "
+        "stdlib's json, the transport alone; A B C D E A B C D E …), jobwatch's decoder "
+        f"{decoder} unless said, "
         f"{CONCURRENCY} requests in flight at most, over a warm connection pool. "
         "CPU is `time.process_time()` of the client process divided by the number "
         f"of requests. The server saw {sent} GETs for {expected} expected."
@@ -228,6 +249,12 @@ def run(quick: bool, progress: Progress) -> Section:
                 Summary.of(cpu["get_job loop"]).fmt(0),
                 Summary.of(wall["get_job loop"]).fmt(2),
                 loop_ratio.fmt(2, "x"),
+            ],
+            [
+                "the transport alone (`fetch_job` from 32 coroutines, no scheduler)",
+                Summary.of(cpu["transport alone"]).fmt(0),
+                Summary.of(wall["transport alone"]).fmt(2),
+                transport_ratio.fmt(2, "x"),
             ],
             [
                 "`Client.get_jobs(guids)`, the stdlib's json (no `fast` extra)",
@@ -279,6 +306,7 @@ def run(quick: bool, progress: Progress) -> Section:
         "ratio_get_jobs": bulk_ratio.values,
         "ratio_get_job_loop": loop_ratio.values,
         "ratio_get_jobs_stdlib_json": stdlib_ratio.values,
+        "ratio_transport_alone": transport_ratio.values,
         "decoder": decoder,
         "ratio_best_get_jobs": best,
         "requests_sent": sent,
