@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
@@ -166,6 +167,8 @@ class Client:
             rng=rng,
             hooks=Emitter.of(self.hooks, self._api.url),
         )
+        #: The one closing of this client, awaited by every `aclose()`.
+        self._closing: asyncio.Future[None] | None = None
         self.max_in_flight = max_in_flight
         self.poll_policy = poll
         self.retry_policy = retry
@@ -248,9 +251,16 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop every wait and close the session if this client made it."""
-        if self._scheduler.closed:
-            return
+        """Stop every wait and close the session if this client made it.
+
+        Every call returns once the closing is done, a second one included; a
+        caller cancelled meanwhile leaves it running to the end.
+        """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         await self._scheduler.close()
         await self._transport.close()
 

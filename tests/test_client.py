@@ -406,6 +406,24 @@ async def test_token_provider_is_asked_again_after_401(cc: FakeCloudController) 
     assert [r.authorization for r in cc.requests] == ["bearer stale", f"bearer {TOKEN}"]
 
 
+async def test_every_aclose_returns_once_the_client_is_closed(cc: FakeCloudController) -> None:
+    """Two at once: the second waits for the first's closing (its own session closed too);
+    one cancelled mid-way leaves the closing to finish for the others."""
+    cf = cc.client()
+    guid = cc.add_job(states=("PROCESSING",))
+    assert (await cf.get_job(guid)).state == "PROCESSING"  # the session is open
+    session = cf._transport._session
+    assert session is not None and not session.closed
+    first = asyncio.create_task(cf.aclose())
+    await asyncio.sleep(0)  # the first is closing, not done
+    first.cancel()
+    await cf.aclose()
+    assert session.closed
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await cf.aclose()  # and again: at once
+
+
 async def test_closed_client_refuses_work(cc: FakeCloudController) -> None:
     """A closed client says so clearly instead of hanging or half-working."""
     cf = cc.client()
