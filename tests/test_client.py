@@ -413,7 +413,8 @@ async def test_every_aclose_returns_once_the_client_is_closed(cc: FakeCloudContr
     guid = cc.add_job(states=("PROCESSING",))
     assert (await cf.get_job(guid)).state == "PROCESSING"  # the session is open
     session = cf._transport._session
-    assert session is not None and not session.closed
+    assert session is not None
+    assert not session.closed
     first = asyncio.create_task(cf.aclose())
     await asyncio.sleep(0)  # the first is closing, not done
     first.cancel()
