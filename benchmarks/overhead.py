@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import cProfile
+import gc
 import json
 import pstats
 import time
@@ -55,6 +56,19 @@ async def bulk_stdlib_json(client: jobwatch.Client, guids: Sequence[str]) -> Non
         await bulk(client, guids)
     finally:
         _transport.fast_loads = fast
+
+
+async def bulk_without_gc(client: jobwatch.Client, guids: Sequence[str]) -> None:
+    """`get_jobs` with the cyclic garbage collector off: its share of the bulk call's cost.
+
+    A bulk call holds a poll loop per job until the last answer, so its objects live
+    long enough to be collected and promoted; a loop of `get_job` frees each at once.
+    """
+    gc.disable()
+    try:
+        await bulk(client, guids)
+    finally:
+        gc.enable()
 
 
 async def transport_alone(client: jobwatch.Client, guids: Sequence[str], concurrency: int) -> None:
@@ -147,6 +161,7 @@ async def _measure(
             "get_job loop": lambda: get_job_loop(client, guids, CONCURRENCY),
             "get_jobs, stdlib json": lambda: bulk_stdlib_json(client, guids),
             "transport alone": lambda: transport_alone(client, guids, CONCURRENCY),
+            "get_jobs, gc off": lambda: bulk_without_gc(client, guids),
         }
         for variant in variants.values():  # warm up connections, caches and code paths
             await variant()
@@ -183,11 +198,12 @@ def run(quick: bool, progress: Progress) -> Section:
     wall: dict[str, list[float]] = result["wall"]  # type: ignore[assignment]
     profiles: dict[str, tuple[dict[str, float], list[tuple[str, float]]]]
     profiles = result["profiles"]  # type: ignore[assignment]
-    expected = n * (5 * (rounds + 1) + 2 * profile_rounds)
+    expected = n * (len(cpu) * (rounds + 1) + 2 * profile_rounds)
     bulk_ratio = ratios(cpu["raw"], cpu["get_jobs"])
     loop_ratio = ratios(cpu["raw"], cpu["get_job loop"])
     stdlib_ratio = ratios(cpu["raw"], cpu["get_jobs, stdlib json"])
     transport_ratio = ratios(cpu["raw"], cpu["transport alone"])
+    no_gc_ratio = ratios(cpu["raw"], cpu["get_jobs, gc off"])
     decoder = "orjson" if _transport.fast_loads is not None else "the stdlib's json (no orjson)"
 
     section = Section("overhead", "1. Overhead per poll")
@@ -215,7 +231,8 @@ def run(quick: bool, progress: Progress) -> Section:
     section.add(
         f"{n} jobs that stay PROCESSING; each round sends one GET per job with each "
         f"variant in turn (raw, `get_jobs`, `get_job` loop, `get_jobs` decoding with the "
-        "stdlib's json, the transport alone; A B C D E A B C D E …), jobwatch's decoder "
+        "stdlib's json, the transport alone, `get_jobs` with the garbage collector off; "
+        "A B C D E F A B C D E F …), jobwatch's decoder "
         f"{decoder} unless said, "
         f"{CONCURRENCY} requests in flight at most, over a warm connection pool. "
         "CPU is `time.process_time()` of the client process divided by the number "
@@ -255,6 +272,12 @@ def run(quick: bool, progress: Progress) -> Section:
                 Summary.of(cpu["transport alone"]).fmt(0),
                 Summary.of(wall["transport alone"]).fmt(2),
                 transport_ratio.fmt(2, "x"),
+            ],
+            [
+                "`Client.get_jobs(guids)`, the garbage collector off",
+                Summary.of(cpu["get_jobs, gc off"]).fmt(0),
+                Summary.of(wall["get_jobs, gc off"]).fmt(2),
+                no_gc_ratio.fmt(2, "x"),
             ],
             [
                 "`Client.get_jobs(guids)`, the stdlib's json (no `fast` extra)",
@@ -307,6 +330,7 @@ def run(quick: bool, progress: Progress) -> Section:
         "ratio_get_job_loop": loop_ratio.values,
         "ratio_get_jobs_stdlib_json": stdlib_ratio.values,
         "ratio_transport_alone": transport_ratio.values,
+        "ratio_get_jobs_gc_off": no_gc_ratio.values,
         "decoder": decoder,
         "ratio_best_get_jobs": best,
         "requests_sent": sent,
