@@ -363,30 +363,30 @@ async def cause_outages(
 class WireCount:
     """A client middleware: every request aiohttp puts on the wire, its own resends included.
 
-    jobwatch sends each GET from a task of its own, so an attempt in a task that
-    already made one is aiohttp's resend after a reset.
+    aiohttp traces the start of each request once (`on_request_start`, before its
+    loop of attempts), and calls the middleware once per attempt: the attempts
+    beyond the starts are its resends after a reset on a kept-alive connection.
     """
 
     def __init__(self) -> None:
         self.attempts = 0
-        self.resends = 0
+        self.starts = 0
         self.connect_failed = 0
         self.disconnected = 0
-        self._last: asyncio.Task[Any] | None = None
-        self._tasks: set[int] = set()
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_start.append(self._started)
+
+    @property
+    def resends(self) -> int:
+        return self.attempts - self.starts
+
+    async def _started(self, *_: object) -> None:
+        self.starts += 1
 
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
         self.attempts += 1
-        task = asyncio.current_task()
-        key = id(task)
-        if key in self._tasks:
-            self.resends += 1
-        else:
-            self._tasks.add(key)
-            assert task is not None
-            task.add_done_callback(lambda done: self._tasks.discard(id(done)))
         try:
             return await handler(request)
         except aiohttp.ClientConnectorError:
@@ -527,6 +527,7 @@ async def soak(config: Config, seed: int, log: Any) -> dict[str, Any]:
             connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT),
             headers={"Accept": "application/json", "User-Agent": "jobwatch soak"},
             middlewares=(wire,),
+            trace_configs=[wire.trace],
         )
         async with (
             session,
@@ -822,9 +823,10 @@ def render(runs: list[dict[str, Any]], *, seed: int, healthy: bool) -> str:
         "**Reconciliation.** The server attributes every job GET it counts to a planned "
         "fault, a planned state, the rate limiter's 429 or an outage window; the sums agree "
         "with the fake's own counters. A middleware on the client's session counts every "
-        "request put on the wire, aiohttp's own resends after a reset included (jobwatch "
-        "sends each GET from a task of its own, so a second attempt in one task is a "
-        "resend): the wire and the server agree, and the wire less the resends is "
+        "request put on the wire, aiohttp's own resends after a reset included (aiohttp "
+        "traces each request's start once, before its attempts, so the attempts beyond "
+        "the starts are resends): the wire and the server agree, and the wire less the "
+        "resends is "
         "`Client.stats.requests`. The session is the one jobwatch makes for itself "
         "(connection limit, headers) plus the middleware, handed in as `session=`. "
         "`Fault.RATE_LIMITED_429` is left out of the mix (its `Retry-After: 1` would pause "
