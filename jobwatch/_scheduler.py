@@ -241,23 +241,26 @@ class Scheduler:
         """
         loop = self._loop
         assert loop is not None  # bound by the join that started this poll
+        task = None
         while True:
             await self._poll_once(poll, sent)
-            following = self._due_now(loop)
+            sent = loop.time()
+            following = self._due_now(sent)
             if following is None:
                 return
-            poll, sent = following, loop.time()
+            poll = following
             self._transport.budget.sent(sent)
-            poll.task = task = asyncio.current_task()
+            if task is None:
+                task = asyncio.current_task()
+            poll.task = task
             if self._probe is task:
                 self._probe = None  # the gate is open again: this task probes no more
 
-    def _due_now(self, loop: asyncio.AbstractEventLoop) -> JobPoll | None:
-        """The first due poll, if it may go now with nothing to decide; else None."""
+    def _due_now(self, now: float) -> JobPoll | None:
+        """The first poll due at `now`, if it may go with nothing to decide; else None."""
         gate = self.gate
         if gate.closed or not gate.answered or self.closed or not self._drop_stale():
             return None
-        now = loop.time()
         if self._heap[0][0] > now or self._transport.budget.earliest(now, self._horizon) > now:
             return None
         return heapq.heappop(self._heap)[2]
