@@ -14,6 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 
 import jobwatch
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - the dev extra installs it
+    uvloop = None
 from jobwatch import _transport
 
 from ._report import Figure, Progress, Section, Summary, ratios
@@ -185,6 +190,28 @@ async def _measure(
     }
 
 
+async def _on_uvloop(url: str, guids: Sequence[str], rounds: int) -> dict[str, list[float]]:
+    """The raw loop and `get_jobs` side by side again, on uvloop (the command's loop)."""
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        jobwatch.Client(url, token=AUTHORIZATION, max_in_flight=CONCURRENCY) as client,
+    ):
+        variants: dict[str, Variant] = {
+            "raw": lambda: raw_loop(session, url, guids, CONCURRENCY),
+            "get_jobs": lambda: bulk(client, guids),
+        }
+        for variant in variants.values():
+            await variant()
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, variant in variants.items():
+                c0 = time.process_time()
+                await variant()
+                cpu[name].append((time.process_time() - c0) / len(guids) * 1e6)
+    return cpu
+
+
 def run(quick: bool, progress: Progress) -> Section:
     """Measure, profile, and write the section."""
     # Many short rounds: a burst of load from elsewhere on the machine spoils few pairs.
@@ -193,12 +220,19 @@ def run(quick: bool, progress: Progress) -> Section:
         guids = server.add_same(n, [(0.0, "PROCESSING")])
         before = server.requests()
         result = asyncio.run(_measure(server.url, guids, rounds, profile_rounds, progress))
+        uv_rounds = 0
+        uv: dict[str, list[float]] = {}
+        if uvloop is not None:
+            uv_rounds = max(rounds // 2, 1)
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                uv = runner.run(_on_uvloop(server.url, guids, uv_rounds))
+            progress("overhead on uvloop")
         sent = server.requests() - before
     cpu: dict[str, list[float]] = result["cpu"]  # type: ignore[assignment]
     wall: dict[str, list[float]] = result["wall"]  # type: ignore[assignment]
     profiles: dict[str, tuple[dict[str, float], list[tuple[str, float]]]]
     profiles = result["profiles"]  # type: ignore[assignment]
-    expected = n * (len(cpu) * (rounds + 1) + 2 * profile_rounds)
+    expected = n * (len(cpu) * (rounds + 1) + 2 * profile_rounds + len(uv) * (uv_rounds + 1))
     bulk_ratio = ratios(cpu["raw"], cpu["get_jobs"])
     loop_ratio = ratios(cpu["raw"], cpu["get_job loop"])
     stdlib_ratio = ratios(cpu["raw"], cpu["get_jobs, stdlib json"])
@@ -288,6 +322,28 @@ def run(quick: bool, progress: Progress) -> Section:
         ],
     )
 
+    if uv:
+        uv_ratio = ratios(uv["raw"], uv["get_jobs"])
+        raw_uv, bulk_uv = Summary.of(uv["raw"]).median, Summary.of(uv["get_jobs"]).median
+        raw_as, bulk_as = Summary.of(cpu["raw"]).median, Summary.of(cpu["get_jobs"]).median
+        section.add(
+            "**On uvloop** (the `jobwatch` command's loop when the `fast` extra is installed; "
+            "the library runs on its caller's loop): the raw loop and `get_jobs` again, "
+            f"{uv_rounds} rounds side by side, after the rounds above. Per poll, medians: the "
+            f"raw loop {raw_uv:.0f} µs ({raw_uv / raw_as - 1:+.0%} against asyncio's loop), "
+            f"`get_jobs` {bulk_uv:.0f} µs ({bulk_uv / bulk_as - 1:+.0%}); `get_jobs` / raw "
+            f"on uvloop {uv_ratio.fmt(2, 'x')}."
+        )
+        section.add()
+        section.figures.append(
+            Figure("CPU per poll on uvloop, `get_jobs` / raw aiohttp", uv_ratio.fmt(2, "x"))
+        )
+        section.figures.append(
+            Figure(
+                "CPU per poll of `get_jobs`, uvloop / asyncio's loop (medians)",
+                f"{bulk_uv / bulk_as:.2f}x",
+            )
+        )
     raw_groups, _ = profiles["raw"]
     jw_groups, jw_functions = profiles["get_jobs"]
     raw_total, jw_total = sum(raw_groups.values()), sum(jw_groups.values())
@@ -331,6 +387,7 @@ def run(quick: bool, progress: Progress) -> Section:
         "ratio_get_jobs_stdlib_json": stdlib_ratio.values,
         "ratio_transport_alone": transport_ratio.values,
         "ratio_get_jobs_gc_off": no_gc_ratio.values,
+        "uvloop_cpu_us": uv,
         "decoder": decoder,
         "ratio_best_get_jobs": best,
         "requests_sent": sent,

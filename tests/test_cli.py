@@ -664,3 +664,35 @@ async def test_summary_counts_outages_and_says_when_the_api_is_still_down() -> N
     assert re.search(
         r", 1 outage, 14.2 s; API unavailable since \d\d:\d\d:\d\d \([56] s\)$", traffic
     )
+
+
+# -- the command's event loop ---------------------------------------------------------------
+
+
+def test_the_command_runs_on_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop (the `fast` extra) when importable; asyncio's own loop on request or without it."""
+    import uvloop
+
+    from jobwatch._cli import LOOP_ENV, event_loop_factory
+
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    assert event_loop_factory() is uvloop.new_event_loop
+    monkeypatch.setenv(LOOP_ENV, "asyncio")
+    assert event_loop_factory() is None
+    monkeypatch.delenv(LOOP_ENV)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed: ImportError
+    assert event_loop_factory() is None
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_the_command_works_on_either_loop(
+    cc: FakeCloudController, env: dict[str, str], loop: str
+) -> None:
+    """The same run, the same answer, on uvloop and on asyncio's loop (JOBWATCH_LOOP)."""
+    guid = cc.add_job(states=("COMPLETE",))
+    if loop == "asyncio":
+        env = {**env, "JOBWATCH_LOOP": "asyncio"}
+    result = await run(["get", guid], env)
+    assert result.code == 0, result
+    assert result.out.splitlines()[1].split()[:2] == [guid, "COMPLETE"]
+    assert cc.polls(guid) == 1
