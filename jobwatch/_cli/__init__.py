@@ -161,7 +161,8 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop when it is installed (the `fast` extra), else asyncio's (None).
 
     The command's choice only: the library runs on whatever loop its caller
-    uses. On uvloop a poll costs about a third less CPU (benchmarks/README.md).
+    uses. On uvloop a poll costs less CPU, by 4 % to a third in our runs
+    (benchmarks/README.md, section 1).
     """
     if os.environ.get(LOOP_ENV, "").strip().lower() == "asyncio":
         return None
