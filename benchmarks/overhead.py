@@ -29,6 +29,18 @@ TARGET = 1.1
 
 Variant = Callable[[], Awaitable[None]]
 
+#: Each variant of the side-by-side rounds, as its row of the table names it.
+LABELS = {
+    "raw": "raw aiohttp GET + json.loads",
+    "get_jobs": "`Client.get_jobs(guids)`",
+    "get_job loop": f"`Client.get_job` from {CONCURRENCY} coroutines",
+    "transport alone": (
+        f"the transport alone (`fetch_job` from {CONCURRENCY} coroutines, no scheduler)"
+    ),
+    "get_jobs, gc off": "`Client.get_jobs(guids)`, the garbage collector off",
+    "get_jobs, stdlib json": "`Client.get_jobs(guids)`, the stdlib's json (no `fast` extra)",
+}
+
 
 async def raw_loop(
     session: aiohttp.ClientSession, url: str, guids: Sequence[str], concurrency: int
@@ -233,11 +245,8 @@ def run(quick: bool, progress: Progress) -> Section:
     profiles: dict[str, tuple[dict[str, float], list[tuple[str, float]]]]
     profiles = result["profiles"]  # type: ignore[assignment]
     expected = n * (len(cpu) * (rounds + 1) + 2 * profile_rounds + len(uv) * (uv_rounds + 1))
-    bulk_ratio = ratios(cpu["raw"], cpu["get_jobs"])
-    loop_ratio = ratios(cpu["raw"], cpu["get_job loop"])
-    stdlib_ratio = ratios(cpu["raw"], cpu["get_jobs, stdlib json"])
-    transport_ratio = ratios(cpu["raw"], cpu["transport alone"])
-    no_gc_ratio = ratios(cpu["raw"], cpu["get_jobs, gc off"])
+    ratio = {name: ratios(cpu["raw"], rounds_cpu) for name, rounds_cpu in cpu.items()}
+    bulk_ratio, loop_ratio = ratio["get_jobs"], ratio["get_job loop"]
     decoder = "orjson" if _transport.fast_loads is not None else "the stdlib's json (no orjson)"
 
     section = Section("overhead", "1. Overhead per poll")
@@ -254,7 +263,10 @@ def run(quick: bool, progress: Progress) -> Section:
             f"<= {TARGET}x",
             loop_ratio.median <= TARGET,
         ),
-        Figure("CPU per poll, `get_jobs` without orjson / raw aiohttp", stdlib_ratio.fmt(2, "x")),
+        Figure(
+            "CPU per poll, `get_jobs` without orjson / raw aiohttp",
+            ratio["get_jobs, stdlib json"].fmt(2, "x"),
+        ),
         Figure(
             "GETs the server saw, all variants (the same work on each side)",
             f"{sent:,}",
@@ -284,41 +296,12 @@ def run(quick: bool, progress: Progress) -> Section:
         ["variant", "client CPU per poll (µs)", "wall per round (s)", "ratio to raw"],
         [
             [
-                "raw aiohttp GET + json.loads",
-                Summary.of(cpu["raw"]).fmt(0),
-                Summary.of(wall["raw"]).fmt(2),
-                "1",
-            ],
-            [
-                "`Client.get_jobs(guids)`",
-                Summary.of(cpu["get_jobs"]).fmt(0),
-                Summary.of(wall["get_jobs"]).fmt(2),
-                bulk_ratio.fmt(2, "x"),
-            ],
-            [
-                f"`Client.get_job` from {CONCURRENCY} coroutines",
-                Summary.of(cpu["get_job loop"]).fmt(0),
-                Summary.of(wall["get_job loop"]).fmt(2),
-                loop_ratio.fmt(2, "x"),
-            ],
-            [
-                "the transport alone (`fetch_job` from 32 coroutines, no scheduler)",
-                Summary.of(cpu["transport alone"]).fmt(0),
-                Summary.of(wall["transport alone"]).fmt(2),
-                transport_ratio.fmt(2, "x"),
-            ],
-            [
-                "`Client.get_jobs(guids)`, the garbage collector off",
-                Summary.of(cpu["get_jobs, gc off"]).fmt(0),
-                Summary.of(wall["get_jobs, gc off"]).fmt(2),
-                no_gc_ratio.fmt(2, "x"),
-            ],
-            [
-                "`Client.get_jobs(guids)`, the stdlib's json (no `fast` extra)",
-                Summary.of(cpu["get_jobs, stdlib json"]).fmt(0),
-                Summary.of(wall["get_jobs, stdlib json"]).fmt(2),
-                stdlib_ratio.fmt(2, "x"),
-            ],
+                label,
+                Summary.of(cpu[name]).fmt(0),
+                Summary.of(wall[name]).fmt(2),
+                "1" if name == "raw" else ratio[name].fmt(2, "x"),
+            ]
+            for name, label in LABELS.items()
         ],
     )
 
@@ -382,11 +365,7 @@ def run(quick: bool, progress: Progress) -> Section:
         "rounds": rounds,
         "cpu_us": cpu,
         "wall_s": wall,
-        "ratio_get_jobs": bulk_ratio.values,
-        "ratio_get_job_loop": loop_ratio.values,
-        "ratio_get_jobs_stdlib_json": stdlib_ratio.values,
-        "ratio_transport_alone": transport_ratio.values,
-        "ratio_get_jobs_gc_off": no_gc_ratio.values,
+        "ratios": {name: r.values for name, r in ratio.items() if name != "raw"},
         "uvloop_cpu_us": uv,
         "decoder": decoder,
         "ratio_best_get_jobs": best,

@@ -131,6 +131,33 @@ def _expire(
     waiter.finish(last, JobTimeout(poll.guid, timeout, last))
 
 
+def _arm(
+    loop: asyncio.AbstractEventLoop,
+    scheduler: Scheduler,
+    poll: JobPoll,
+    waiter: _SingleWait | _WatchWait,
+    timeout: float | None,
+) -> asyncio.TimerHandle | None:
+    """The caller's deadline, as the timer that ends the wait with `JobTimeout`."""
+    if timeout is None:
+        return None
+    return loop.call_at(waiter.deadline, _expire, scheduler, poll, waiter, timeout)
+
+
+def _leave(
+    scheduler: Scheduler,
+    poll: JobPoll,
+    waiter: _SingleWait | _WatchWait,
+    timer: asyncio.TimerHandle | None,
+) -> None:
+    """The wait is over, however it ended: its timer, its report, its place in the loop."""
+    if timer is not None:
+        timer.cancel()
+    if waiter.report is not None:
+        waiter.report.cancelled(poll.last)  # unless it ended: then a no-op
+    scheduler.leave(poll, waiter)
+
+
 async def run_single(
     scheduler: Scheduler,
     guid: str,
@@ -150,17 +177,11 @@ async def run_single(
     if scheduler.hooks:
         call: WaitCall = "wait_for_job" if until_terminal else "get_job"
         waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
-    timer = None
-    if timeout is not None:
-        timer = loop.call_at(waiter.deadline, _expire, scheduler, poll, waiter, timeout)
+    timer = _arm(loop, scheduler, poll, waiter, timeout)
     try:
         return await future
     finally:
-        if timer is not None:
-            timer.cancel()
-        if waiter.report is not None:
-            waiter.report.cancelled(poll.last)  # unless it ended: then a no-op
-        scheduler.leave(poll, waiter)
+        _leave(scheduler, poll, waiter, timer)
 
 
 async def run_watch(
@@ -182,9 +203,7 @@ async def run_watch(
     poll = scheduler.join(guid, waiter, accepted=accepted)
     if scheduler.hooks:
         waiter.report = scheduler.hooks.wait_started(loop, poll, call, timeout)
-    timer = None
-    if timeout is not None:
-        timer = loop.call_at(waiter.deadline, _expire, scheduler, poll, waiter, timeout)
+    timer = _arm(loop, scheduler, poll, waiter, timeout)
     try:
         while True:
             item = await queue.get()
@@ -194,11 +213,7 @@ async def run_watch(
                 return
             yield item
     finally:
-        if timer is not None:
-            timer.cancel()
-        if waiter.report is not None:
-            waiter.report.cancelled(poll.last)  # unless it ended: then a no-op
-        scheduler.leave(poll, waiter)
+        _leave(scheduler, poll, waiter, timer)
 
 
 class _Member:
