@@ -165,14 +165,20 @@ class _Profile:
 
 
 async def _measure(
-    url: str, guids: Sequence[str], rounds: int, profile_rounds: int, progress: Progress
+    url: str,
+    guids: Sequence[str],
+    rounds: int,
+    profile_rounds: int,
+    progress: Progress,
+    only: Sequence[str] = tuple(LABELS),
 ) -> dict[str, object]:
+    """`rounds` of the variants named in `only`, side by side; then the profiled rounds."""
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
         jobwatch.Client(url, token=AUTHORIZATION, max_in_flight=CONCURRENCY) as client,
     ):
-        variants: dict[str, Variant] = {
+        every: dict[str, Variant] = {
             "raw": lambda: raw_loop(session, url, guids, CONCURRENCY),
             "get_jobs": lambda: bulk(client, guids),
             "get_job loop": lambda: get_job_loop(client, guids, CONCURRENCY),
@@ -180,6 +186,7 @@ async def _measure(
             "transport alone": lambda: transport_alone(client, guids, CONCURRENCY),
             "get_jobs, gc off": lambda: bulk_without_gc(client, guids),
         }
+        variants = {name: every[name] for name in only}
         for variant in variants.values():  # warm up connections, caches and code paths
             await variant()
         cpu: dict[str, list[float]] = {name: [] for name in variants}
@@ -191,7 +198,7 @@ async def _measure(
                 cpu[name].append((time.process_time() - c0) / len(guids) * 1e6)
                 wall[name].append(time.perf_counter() - w0)
             progress(f"overhead round {i + 1}/{rounds}")
-        profiles = {"raw": _Profile(), "get_jobs": _Profile()}
+        profiles = {"raw": _Profile(), "get_jobs": _Profile()} if profile_rounds else {}
         for _ in range(profile_rounds):
             for name, profile in profiles.items():
                 await profile.record(variants[name], len(guids))
@@ -200,28 +207,6 @@ async def _measure(
         "wall": wall,
         "profiles": {name: profile.per_request() for name, profile in profiles.items()},
     }
-
-
-async def _on_uvloop(url: str, guids: Sequence[str], rounds: int) -> dict[str, list[float]]:
-    """The raw loop and `get_jobs` side by side again, on uvloop (the command's loop)."""
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        jobwatch.Client(url, token=AUTHORIZATION, max_in_flight=CONCURRENCY) as client,
-    ):
-        variants: dict[str, Variant] = {
-            "raw": lambda: raw_loop(session, url, guids, CONCURRENCY),
-            "get_jobs": lambda: bulk(client, guids),
-        }
-        for variant in variants.values():
-            await variant()
-        cpu: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(rounds):
-            for name, variant in variants.items():
-                c0 = time.process_time()
-                await variant()
-                cpu[name].append((time.process_time() - c0) / len(guids) * 1e6)
-    return cpu
 
 
 def run(quick: bool, progress: Progress) -> Section:
@@ -236,8 +221,10 @@ def run(quick: bool, progress: Progress) -> Section:
         uv: dict[str, list[float]] = {}
         if uvloop is not None:
             uv_rounds = max(rounds // 2, 1)
+            # The raw loop and `get_jobs` side by side again, on the command's loop.
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                uv = runner.run(_on_uvloop(server.url, guids, uv_rounds))
+                on_uv = _measure(server.url, guids, uv_rounds, 0, progress, ("raw", "get_jobs"))
+                uv = runner.run(on_uv)["cpu"]  # type: ignore[assignment]
             progress("overhead on uvloop")
         sent = server.requests() - before
     cpu: dict[str, list[float]] = result["cpu"]  # type: ignore[assignment]
