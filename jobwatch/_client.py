@@ -206,7 +206,7 @@ class Client:
         return cls(config.target, **kwargs)
 
     def __repr__(self) -> str:
-        state = "closed" if self._scheduler.closed else "open"
+        state = self._scheduler.state.value
         return (
             f"<jobwatch.Client {self._api.url} {state} waiting={self._scheduler.waiting} "
             f"in_flight={self._transport.in_flight}/{self.max_in_flight}>"
@@ -257,12 +257,8 @@ class Client:
         caller cancelled meanwhile leaves it running to the end.
         """
         if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close())
+            self._closing = asyncio.ensure_future(self._scheduler.close())
         await asyncio.shield(self._closing)
-
-    async def _close(self) -> None:
-        await self._scheduler.close()
-        await self._transport.close()
 
     def _check_open(self) -> None:
         """`ClientClosed` on a closed client, `RuntimeError` from another event loop."""

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import enum
 import heapq
 import itertools
 import logging
 import random
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from . import _testing_mode
 from ._errors import (
@@ -40,11 +43,20 @@ from ._poller import JobPoll, Waiter
 from ._refs import Accepted
 from ._transport import Transport
 
-__all__ = ["Scheduler"]
+__all__ = ["ClientState", "Scheduler"]
 
 log = logging.getLogger("jobwatch")
 
 INF = float("inf")
+
+
+class ClientState(enum.Enum):
+    """Where a client is in its life; the scheduler's, the one owner of it."""
+
+    OPEN = "open"
+    #: `aclose()` under way: no new wait is taken, the session is not closed yet.
+    CLOSING = "closing"
+    CLOSED = "closed"
 
 
 class Scheduler:
@@ -89,13 +101,18 @@ class Scheduler:
         # `max_in_flight` nothing would ever go again.
         self._blind = max(max_in_flight, CLOSE_AFTER)
         self.retries = 0
-        self.closed = False
+        self.state = ClientState.OPEN
 
     def __repr__(self) -> str:
         return (
             f"<Scheduler waiting={len(self._polls)} due={len(self._heap)} "
             f"in_flight={self._transport.in_flight} {self.gate!r}>"
         )
+
+    @property
+    def closed(self) -> bool:
+        """True from the moment closing starts: no new wait, no further poll."""
+        return self.state is not ClientState.OPEN
 
     @property
     def waiting(self) -> int:
@@ -445,9 +462,17 @@ class Scheduler:
                 poll.finish_all(_bug(error))
                 self._retire(poll)
 
-    async def close(self) -> None:
-        """Stop everything; waits still going on end with `ClientClosed`."""
-        self.closed = True
+    def close(self) -> Coroutine[Any, Any, None]:
+        """Stop everything, then close the transport; waits still going on end with `ClientClosed`.
+
+        The client is closing from this call on (no new wait is taken), before the
+        returned coroutine runs. Call it once: the client shares one closing among
+        its `aclose()` calls.
+        """
+        self.state = ClientState.CLOSING
+        return self._close()
+
+    async def _close(self) -> None:
         for poll in list(self._polls.values()):
             poll.finish_all(ClientClosed("the wait"))
             self._retire(poll)
@@ -458,6 +483,10 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
         # Let cancelled fetches unwind so no connection or task is left behind.
         await asyncio.sleep(0)
+        try:
+            await self._transport.close()
+        finally:
+            self.state = ClientState.CLOSED
 
 
 def _bug(error: BaseException) -> JobwatchError:

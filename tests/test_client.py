@@ -415,11 +415,14 @@ async def test_every_aclose_returns_once_the_client_is_closed(cc: FakeCloudContr
     session = cf._transport._session
     assert session is not None
     assert not session.closed
+    assert " open " in repr(cf)
     first = asyncio.create_task(cf.aclose())
     await asyncio.sleep(0)  # the first is closing, not done
+    assert " closing " in repr(cf)
     first.cancel()
     await cf.aclose()
     assert session.closed
+    assert " closed " in repr(cf)
     with pytest.raises(asyncio.CancelledError):
         await first
     await cf.aclose()  # and again: at once

@@ -22,7 +22,7 @@ from jobwatch._errors import TransportError, api_error
 from jobwatch._models import structure_job
 from jobwatch._ratelimit import RateBudget
 from jobwatch._refs import Accepted
-from jobwatch._scheduler import Scheduler
+from jobwatch._scheduler import ClientState, Scheduler
 from jobwatch._transport import Transport
 
 INF = float("inf")
@@ -153,7 +153,7 @@ def answers(*items: Answer) -> Script:
 
 
 class FakeTransport:
-    """What the scheduler uses of `Transport`: `fetch_job`, `budget`, `in_flight`.
+    """What the scheduler uses of `Transport`: `fetch_job`, `close`, `budget`, `in_flight`.
 
     Each guid answers from its script (a job is returned, an exception raised),
     after `latency` seconds of the loop's clock. Every request is recorded with
@@ -167,6 +167,10 @@ class FakeTransport:
         self.in_flight = 0
         self.peak = 0
         self.requests: list[tuple[float, str]] = []
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
 
     def times(self, guid: str) -> list[float]:
         """The loop times of the requests for `guid`."""
@@ -488,6 +492,8 @@ async def test_close_finishes_every_wait_with_client_closed(clock: VirtualClock)
         assert isinstance(error, ClientClosed)
         assert error.during == "the wait"
     assert transport.in_flight == 0
+    assert transport.closed  # the scheduler closes the transport last
+    assert sched.state is ClientState.CLOSED
     await clock.run_until(10.0)
     assert transport.requests == [(0.0, "idle"), (1.0, "busy")]
     with pytest.raises(ClientClosed):
