@@ -88,3 +88,26 @@ def schema_validator(
         return True
 
     return jsonschema.Draft202012Validator(schema, format_checker=checker)
+
+
+def job_body(
+    guid: str,
+    state: str,
+    *,
+    url: str,
+    created_at: str,
+    updated_at: str,
+    operation: str,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A body shaped like the Cloud Controller's `GET /v3/jobs/{guid}` (the schema's `job`)."""
+    return {
+        "guid": guid,
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "operation": operation,
+        "state": state,
+        "errors": errors or [],
+        "warnings": [],
+        "links": {"self": {"href": url}},
+    }

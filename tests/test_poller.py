@@ -25,6 +25,8 @@ from jobwatch._gate import RetryRules
 from jobwatch._models import structure_job
 from jobwatch._poller import JobPoll
 
+from . import helpers
+
 INF = float("inf")
 API = "https://api.example.org"
 GUID = "c9a4e3a2-5b1d-4f0e-9a57-2f4d1c8e7b60"
@@ -46,17 +48,16 @@ EXACT = PollPolicy(
 def job_body(
     state: str, updated_at: str = CREATED, errors: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """A body shaped like the Cloud Controller's `GET /v3/jobs/{guid}` (the schema's `job`)."""
-    return {
-        "guid": GUID,
-        "created_at": CREATED,
-        "updated_at": updated_at,
-        "operation": "service_instance.create",
-        "state": state,
-        "errors": errors or [],
-        "warnings": [],
-        "links": {"self": {"href": URL}},
-    }
+    """The job's body in `state`, as the controller serves it."""
+    return helpers.job_body(
+        GUID,
+        state,
+        url=URL,
+        created_at=CREATED,
+        updated_at=updated_at,
+        operation="service_instance.create",
+        errors=errors,
+    )
 
 
 def job(state: str, updated_at: str = CREATED, errors: list[dict[str, Any]] | None = None) -> Job:

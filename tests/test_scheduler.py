@@ -25,6 +25,8 @@ from jobwatch._refs import Accepted
 from jobwatch._scheduler import ClientState, Scheduler
 from jobwatch._transport import Transport
 
+from .helpers import job_body
+
 INF = float("inf")
 API = "https://api.example.org"
 PREFIX = f"{API}/v3/jobs/"
@@ -134,16 +136,14 @@ Script = Callable[[int], Answer]
 def job(guid: str, state: str, updated_at: str = CREATED) -> Job:
     """The job the transport would hand over for a Cloud Controller body in `state`."""
     return structure_job(
-        {
-            "guid": guid,
-            "created_at": CREATED,
-            "updated_at": updated_at,
-            "operation": "app.delete",
-            "state": state,
-            "errors": [],
-            "warnings": [],
-            "links": {"self": {"href": PREFIX + guid}},
-        }
+        job_body(
+            guid,
+            state,
+            url=PREFIX + guid,
+            created_at=CREATED,
+            updated_at=updated_at,
+            operation="app.delete",
+        )
     )
 
 
